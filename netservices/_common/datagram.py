@@ -1,0 +1,245 @@
+# -*- test-case-name: tests._common.test_datagram -*-
+"""
+A UDP port which tells its protocol where each datagram was addressed.
+
+Every UDP service in this package (info, echo, multicast, broadcast) answers
+datagrams, and a UDP service which answers a datagram sent to a broadcast or
+multicast address is an amplifier for reflection attacks: one spoofed request
+yields one reply from every host on the segment.  A protocol can only refuse
+such datagrams if it knows the destination address from the IP header, which
+C{recvfrom} (and therefore L{twisted.internet.udp.Port}) does not report.
+L{InfoDatagramPort} reads with C{recvmsg} and asks the kernel for
+C{IP_PKTINFO} / C{IPV6_PKTINFO} and the TTL / hop limit as ancillary data.
+
+Directed broadcasts need a trick: C{ipi_addr} is the header's destination,
+e.g. C{10.0.0.255}, which is not recognisable as a broadcast address without
+knowing the interface's netmask.  Linux, however, fills in C{ipi_spec_dst}
+from C{fib_compute_spec_dst}, which returns the header destination itself
+only for unicast datagrams delivered locally; for broadcast and multicast it
+is the receiving interface's own address.  So for IPv4, C{ipi_addr !=
+ipi_spec_dst} means "not addressed to me alone".
+
+L{listenWithInfo} also defaults C{maxPacketSize} to 65535, because Twisted's
+default of 8192 silently truncates larger datagrams; the kernel's C{MSG_TRUNC}
+flag is reported as L{DatagramInfo.truncated} either way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+import attrs
+
+from twisted.internet import udp
+from twisted.logger import Logger
+
+# Python 3.11 lacks some of these constants; the values are Linux's.
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+_IP_TTL = getattr(socket, "IP_TTL", 2)
+_IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+_IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+_IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+_IPPROTO_IPV6 = getattr(socket, "IPPROTO_IPV6", 41)
+
+_inPktinfo = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
+_in6Pktinfo = struct.Struct("=16sI")  # addr, ifindex
+_int = struct.Struct("=i")
+
+# A dual-stack socket may get pktinfo and TTL of both families at once.
+_ANCILLARY_SIZE = (
+    socket.CMSG_SPACE(_inPktinfo.size)
+    + socket.CMSG_SPACE(_in6Pktinfo.size)
+    + 2 * socket.CMSG_SPACE(_int.size)
+)
+
+
+def _normalizeAddress(address: str | None) -> str | None:
+    """
+    Turn an IPv4-mapped IPv6 address (C{::ffff:a.b.c.d}) into C{a.b.c.d}.
+
+    @param address: an IP address string, or L{None}.
+    @return: C{address}, unmapped if it was IPv4-mapped.
+    """
+    if address is None or ":" not in address:
+        return address
+    mapped = ipaddress.IPv6Address(address.split("%", 1)[0]).ipv4_mapped
+    return address if mapped is None else str(mapped)
+
+
+@attrs.frozen
+class DatagramInfo:
+    """
+    What the kernel said about one received datagram.
+
+    @ivar destination: the IP header's destination address (C{ipi_addr} or
+        C{ipi6_addr}), IPv4-mapped addresses unmapped; L{None} if unknown.
+    @ivar localAddress: for IPv4, C{ipi_spec_dst}: the local address the
+        datagram is considered addressed to; for IPv6, same as C{destination}.
+    @ivar interfaceIndex: index of the arrival interface, or L{None}.
+    @ivar ttl: the IPv4 TTL or IPv6 hop limit, or L{None}.
+    @ivar truncated: whether the datagram was longer than the read buffer.
+    """
+
+    destination: str | None = attrs.field(converter=_normalizeAddress)
+    localAddress: str | None = attrs.field(converter=_normalizeAddress)
+    interfaceIndex: int | None
+    ttl: int | None
+    truncated: bool = False
+
+    @classmethod
+    def unknown(cls) -> DatagramInfo:
+        """
+        @return: an instance reporting nothing at all.
+        """
+        return cls(None, None, None, None)
+
+    @property
+    def addressedToGroupOrBroadcast(self) -> bool:
+        """
+        Whether the datagram was sent to a multicast or broadcast address
+        (limited, or - for IPv4, via the C{ipi_spec_dst} trick - directed).
+        L{False} when the destination is unknown.
+        """
+        if self.destination is None:
+            return False
+        address = ipaddress.ip_address(self.destination.split("%", 1)[0])
+        if address.is_multicast:
+            return True
+        if address.version == 4:
+            if address == ipaddress.IPv4Address("255.255.255.255"):
+                return True
+            return self.localAddress is not None and (
+                self.localAddress != self.destination
+            )
+        return False
+
+
+class InfoDatagramPort(udp.Port):
+    """
+    A L{udp.Port} delivering a L{DatagramInfo} with each datagram to
+    protocols that have a C{datagramReceivedWithInfo(data, addr, info)}
+    method; other protocols get plain C{datagramReceived(data, addr)}.
+    """
+
+    _log = Logger()
+
+    def startListening(self) -> None:
+        """
+        Bind, then ask the kernel for packet info and TTL / hop limit.
+        """
+        super().startListening()
+        skt = self.socket
+        if self.addressFamily == socket.AF_INET:
+            skt.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            skt.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
+        else:
+            skt.setsockopt(_IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            skt.setsockopt(_IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
+            # A socket bound to :: is dual stack: IPv4 datagrams carry only
+            # IPv4 ancillary data (and a v4-mapped IPV6_PKTINFO).
+            for option in (_IP_PKTINFO, _IP_RECVTTL):
+                try:
+                    skt.setsockopt(socket.IPPROTO_IP, option, 1)
+                except OSError:
+                    pass
+
+    def doRead(self) -> None:
+        """
+        Read datagrams with C{recvmsg} until C{maxThroughput} bytes were read
+        or the socket would block, and hand them to the protocol.
+        """
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, flags, addr = self.socket.recvmsg(
+                    self.maxPacketSize, _ANCILLARY_SIZE
+                )
+            except OSError as se:
+                no = se.args[0]
+                if no in udp._sockErrReadIgnore:
+                    return
+                if no in udp._sockErrReadRefuse:
+                    if self._connectedAddr:
+                        self.protocol.connectionRefused()
+                    return
+                raise
+            read += len(data)
+            if self.addressFamily == socket.AF_INET6:
+                addr = addr[:2]
+            info = self._parseAncillary(ancillary, bool(flags & socket.MSG_TRUNC))
+            try:
+                withInfo = getattr(self.protocol, "datagramReceivedWithInfo", None)
+                if withInfo is not None:
+                    withInfo(data, addr, info)
+                else:
+                    self.protocol.datagramReceived(data, addr)
+            except BaseException:
+                self._log.failure(
+                    "Unhandled error in {protocol!r} handling a datagram"
+                    " from {addr!r}",
+                    protocol=self.protocol,
+                    addr=addr,
+                )
+
+    @staticmethod
+    def _parseAncillary(
+        ancillary: list[tuple[int, int, bytes]], truncated: bool
+    ) -> DatagramInfo:
+        """
+        Build a L{DatagramInfo} from C{recvmsg} ancillary data.
+
+        @param ancillary: C{(level, type, data)} triples.
+        @param truncated: whether C{MSG_TRUNC} was set.
+        """
+        v4 = v6 = None
+        ttl = None
+        for level, kind, payload in ancillary:
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO:
+                if len(payload) >= _inPktinfo.size:
+                    v4 = _inPktinfo.unpack_from(payload)
+            elif level == _IPPROTO_IPV6 and kind == _IPV6_PKTINFO:
+                if len(payload) >= _in6Pktinfo.size:
+                    v6 = _in6Pktinfo.unpack_from(payload)
+            elif (level, kind) in (
+                (socket.IPPROTO_IP, _IP_TTL),
+                (_IPPROTO_IPV6, _IPV6_HOPLIMIT),
+            ):
+                if len(payload) >= _int.size:
+                    ttl = _int.unpack_from(payload)[0]
+        # Prefer IP_PKTINFO: on a dual-stack socket only it has spec_dst.
+        if v4 is not None:
+            index, specDst, dst = v4
+            return DatagramInfo(
+                socket.inet_ntoa(dst), socket.inet_ntoa(specDst), index, ttl, truncated
+            )
+        if v6 is not None:
+            dst6 = socket.inet_ntop(socket.AF_INET6, v6[0])
+            return DatagramInfo(dst6, dst6, v6[1], ttl, truncated)
+        return DatagramInfo(None, None, None, ttl, truncated)
+
+
+def listenWithInfo(
+    reactor, port: int, protocol, interface: str = "", maxPacketSize: int = 65535
+) -> InfoDatagramPort:
+    """
+    Like C{reactor.listenUDP}, but with an L{InfoDatagramPort}.
+
+    @param reactor: an L{IReactorFDSet} provider.
+    @param port: the port number to bind; 0 for any.
+    @param protocol: a L{DatagramProtocol}.
+    @param interface: the local address to bind; C{""} for all IPv4, C{"::"}
+        for dual stack.
+    @param maxPacketSize: the read buffer size; longer datagrams are
+        truncated and reported with C{truncated=True}.
+    @return: the listening port.
+    @raise twisted.internet.error.CannotListenError: if binding fails.
+    """
+    p = InfoDatagramPort(
+        port, protocol, interface, maxPacketSize=maxPacketSize, reactor=reactor
+    )
+    p.startListening()
+    return p

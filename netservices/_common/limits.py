@@ -1,0 +1,194 @@
+# -*- test-case-name: tests._common.test_limits -*-
+"""
+Connection limits for stream services: a global cap, a cap per peer and an
+idle timeout measured on inbound data only.
+
+Twisted's C{LimitConnectionsByPeer} cannot be used (it indexes address
+objects; twisted/twisted#12183) and C{TimeoutFactory} resets its timer on
+writes too, so a peer that never sends but keeps reading would never time
+out.  L{LimitingFactory} does both jobs in one wrapper.
+
+The peer is read in C{makeConnection}, not C{buildProtocol}: behind a PROXY
+header (see L{netservices._common.proxy}) that is the first moment the real
+client address is known.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import directlyProvides, providedBy
+
+from netservices._common.addresses import joinHostPort, prefixKey
+from netservices._common.logs import RefusalLog
+
+
+@attrs.frozen
+class ConnectionLimits:
+    """
+    Limits for the connections of one service.
+
+    @ivar maxConnections: connections open at once over all listeners
+        (0: unlimited).
+    @ivar maxPerPeer: connections open at once from one IPv4 address or one
+        IPv6 /64 (0: unlimited).
+    @ivar idleTimeout: seconds without inbound data before a connection is
+        aborted (0: never).
+    """
+
+    maxConnections: int = 1000
+    maxPerPeer: int = 10
+    idleTimeout: float = 300.0
+
+
+def peerDescription(address: object) -> str:
+    """
+    @return: C{address} as text for logs: C{host:port} for IP addresses.
+    """
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return joinHostPort(address.host, address.port)
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix:{name}" if name is not None else str(address)
+
+
+def peerKey(address: object) -> str | None:
+    """
+    @return: what the per-peer limit counts: the IPv4 address or the IPv6
+        /64 of C{address}; L{None} for addresses without a host (UNIX
+        sockets), which only the global limit applies to.
+    """
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return prefixKey(address.host, 32, 64)
+    return None
+
+
+class LimitingProtocol(ProtocolWrapper):
+    """
+    Admits or refuses one connection when it is made, and aborts it after
+    C{idleTimeout} seconds without inbound data.
+    """
+
+    factory: LimitingFactory
+    _admitted = False
+    _key: str | None = None
+    _idleCall: IDelayedCall | None = None
+
+    def makeConnection(self, transport):
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        peer = transport.getPeer()
+        self._key = peerKey(peer)
+        reason = self.factory.admit(self._key)
+        if reason is not None:
+            self.factory.refusals.refuse(reason, peerDescription(peer))
+            message = self.factory.refusalMessage(reason)
+            if message:
+                transport.write(message)
+            transport.loseConnection()
+            return
+        self._admitted = True
+        self._resetIdleTimer()
+        self.wrappedProtocol.makeConnection(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._admitted:
+            self._resetIdleTimer()
+            self.wrappedProtocol.dataReceived(data)
+
+    def connectionLost(self, reason):
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        self.factory.unregisterProtocol(self)
+        if self._admitted:
+            self._admitted = False
+            self.factory.release(self._key)
+            self.wrappedProtocol.connectionLost(reason)
+        self.wrappedProtocol = None
+
+    def _resetIdleTimer(self) -> None:
+        timeout = self.factory.limits.idleTimeout
+        if timeout <= 0:
+            return
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(timeout)
+        else:
+            self._idleCall = self.factory.clock.callLater(timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idleCall = None
+        self.factory.refusals.refuse(
+            "idle-timeout", peerDescription(self.transport.getPeer())
+        )
+        self.transport.abortConnection()
+
+
+class LimitingFactory(WrappingFactory):
+    """
+    Wraps a service's factory to enforce L{ConnectionLimits}.  One instance
+    serves all of a service's listeners, so the global limit is global.
+
+    @ivar open: connections admitted and still open.
+    @ivar perPeer: open connections by L{peerKey}; keys are removed when their
+        count drops to zero, so the table never outgrows C{open}.
+    """
+
+    protocol = LimitingProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        wrappedFactory: Factory,
+        limits: ConnectionLimits,
+        clock: IReactorTime,
+        refusals: RefusalLog | None = None,
+        refusalMessage: Callable[[str], bytes] = lambda reason: b"",
+    ) -> None:
+        """
+        @param refusalMessage: what to send a refused client before closing,
+            given the reason; empty for nothing.
+        """
+        super().__init__(wrappedFactory)
+        self.limits = limits
+        self.clock = clock
+        self.refusals = refusals or RefusalLog(
+            Logger(namespace="netservices.limits"), clock, "connection"
+        )
+        self.refusalMessage = refusalMessage
+        self.open = 0
+        self.perPeer: dict[str, int] = {}
+
+    def admit(self, key: str | None) -> str | None:
+        """
+        Count a new connection from C{key} if the limits allow it.
+
+        @return: L{None} when admitted, else the refusal reason.
+        """
+        limits = self.limits
+        if limits.maxConnections and self.open >= limits.maxConnections:
+            return "max-connections"
+        if key is not None and limits.maxPerPeer:
+            if self.perPeer.get(key, 0) >= limits.maxPerPeer:
+                return "max-per-peer"
+            self.perPeer[key] = self.perPeer.get(key, 0) + 1
+        self.open += 1
+        return None
+
+    def release(self, key: str | None) -> None:
+        """
+        Forget an admitted connection that has closed.
+        """
+        self.open -= 1
+        if key is not None and key in self.perPeer:
+            self.perPeer[key] -= 1
+            if not self.perPeer[key]:
+                del self.perPeer[key]

@@ -1,0 +1,445 @@
+# -*- test-case-name: tests._common.test_listen -*-
+"""
+Listening, written once for every service: C{--listen} descriptions checked
+while options are parsed, one service per listener, startup errors as one
+line, and every bound address logged with its real port.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import attrs
+from twisted.application import service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from netservices._common.addresses import joinHostPort, parseIP
+from netservices._common.datagram import listenWithInfo
+from netservices._common.limits import ConnectionLimits
+from netservices._common.proxy import ProxyHeaderEndpoint, proxyThenTLSEndpoint
+
+log = Logger()
+
+STREAM_HELP = """\
+Listen on this endpoint description; repeatable.  Examples:
+tcp:7007  tcp:7007:interface=127.0.0.1  tcp6:7007:interface=\\:\\:
+(IPv6 and IPv4)  ssl:7443:privateKey=key.pem:certKey=cert.pem
+tls:/etc/certs:port=7443 (a directory of PEMs, picked by SNI)
+unix:/run/x.sock  systemd:domain=INET:index=0  haproxy:tcp:7007
+(a PROXY v1/v2 header first)  haproxy-ssl:7443:privateKey=key.pem (a
+cleartext PROXY header, then TLS: what HAProxy's send-proxy sends)."""
+
+DATAGRAM_HELP = """\
+Listen on this UDP address; repeatable.  udp:PORT[:interface=ADDR], e.g.
+udp:3478 (all IPv4 addresses), udp:3478:interface=\\:\\: (IPv6 and IPv4),
+udp:3478:interface=\\:\\:1.  Escape colons in ADDR with a backslash."""
+
+
+def parseStreamDescription(reactor, description: str) -> IStreamServerEndpoint:
+    """
+    Parse a server endpoint description as Twisted's C{serverFromString}
+    does, except that C{haproxy:} connects the service only after the PROXY
+    header (so the peer is known from the start) and C{haproxy-ssl:} takes
+    the header before TLS.
+
+    @raise Exception: anything C{serverFromString} raises for a bad
+        description, including C{OSError} for a missing certificate file.
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "haproxy":
+        return ProxyHeaderEndpoint(parseStreamDescription(reactor, rest), reactor)
+    if kind == "haproxy-ssl":
+        return proxyThenTLSEndpoint(reactor, serverFromString(reactor, "ssl:" + rest))
+    return serverFromString(reactor, description)
+
+
+@attrs.frozen
+class DatagramAddress:
+    """
+    Where a UDP service listens.
+    """
+
+    port: int
+    interface: str = ""
+
+
+def _splitDescription(description: str) -> list[str]:
+    fields = re.split(r"(?<!\\):", description)
+    return [f.replace("\\:", ":").replace("\\\\", "\\") for f in fields]
+
+
+def parseDatagramDescription(description: str) -> DatagramAddress:
+    """
+    Parse C{udp:PORT[:interface=ADDR]}.
+
+    @raise ValueError: with a message fit for the user.
+    """
+    kind, *fields = _splitDescription(description)
+    if kind != "udp" or not fields:
+        raise ValueError("expected udp:PORT[:interface=ADDR]")
+    port, *options = fields
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad port {port!r}: expected 0-65535")
+    interface = ""
+    for option in options:
+        name, _, value = option.partition("=")
+        if name != "interface":
+            raise ValueError(f"unknown option {name!r}: only interface=ADDR")
+        if parseIP(value) is None:
+            raise ValueError(f"interface {value!r} is not an IP address")
+        interface = value
+    return DatagramAddress(int(port), interface)
+
+
+def describeAddress(address: object) -> str:
+    """
+    @return: a bound address as C{"tcp 127.0.0.1:7007"}, C{"udp [::1]:9000"}
+        or C{"unix /path"}; the same form tests look for in the log.
+    """
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return f"{address.type.lower()} {joinHostPort(address.host, address.port)}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix {name}" if name is not None else str(address)
+
+
+def positiveInt(value: str) -> int:
+    """
+    Coerce an option value to an integer of at least 1.
+    """
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+positiveInt.coerceDoc = "At least 1."  # type: ignore[attr-defined]
+
+
+def nonNegativeInt(value: str) -> int:
+    """
+    Coerce an option value to an integer of at least 0.
+    """
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+nonNegativeInt.coerceDoc = "0 means no limit."  # type: ignore[attr-defined]
+
+
+def nonNegativeFloat(value: str) -> float:
+    """
+    Coerce an option value to a finite number of at least 0.
+    """
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{value} is not a number of at least 0")
+    return number
+
+
+def portNumber(value: str) -> int:
+    """
+    Coerce an option value to a port number.
+    """
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{value} is not a port number (0-65535)")
+    return number
+
+
+def defaultOf(cls, name: str):
+    return attrs.fields_dict(cls)[name].default
+
+
+def helpText(method):
+    """
+    Decorate an C{opt_} method so that its docstring reads as one paragraph
+    in C{--help} (usage.Options keeps the docstring's indentation).
+    """
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
+
+
+class ListenOptions(usage.Options):
+    """
+    Options shared by every service: C{--listen} (repeatable) and C{--port}.
+
+    Subclasses set C{defaultListen}, the description used when neither is
+    given, and C{portTemplate}, what C{--port N} stands for.  After parsing,
+    C{self["listen"]} holds the descriptions and C{self["endpoints"]} what
+    they were parsed into.
+
+    @ivar reactor: the reactor used to parse descriptions (the global one
+        when L{None}).
+    """
+
+    defaultListen: str = ""
+    portTemplate: str = ""
+    reactor = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        self["listen"].append(description)
+
+    opt_listen.__doc__ = STREAM_HELP
+
+    @helpText
+    def opt_port(self, port: str) -> None:
+        """
+        Shorthand for the default listener on another port (see the end of
+        this text).
+        """
+        try:
+            number = portNumber(port)
+        except ValueError:
+            raise usage.UsageError(f"--port {port!r}: expected a port number 0-65535")
+        self["listen"].append(self.portTemplate.format(port=number))
+
+    def getReactor(self):
+        """
+        @return: the reactor to parse descriptions with.
+        """
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+    def parseDescription(self, description: str):
+        """
+        Parse one listen description; subclasses for other transports
+        override this.
+        """
+        return parseStreamDescription(self.getReactor(), description)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [self.defaultListen]
+        endpoints = []
+        for description in self["listen"]:
+            try:
+                endpoints.append(self.parseDescription(description))
+            except Exception as e:
+                raise usage.UsageError(f"--listen {description!r}: {errorText(e)}")
+        self["endpoints"] = endpoints
+
+    def getUsage(self, width=None):
+        return (
+            super().getUsage(width)
+            + f"\nWithout --listen or --port: {self.defaultListen}\n"
+            + f"--port N means: {self.portTemplate.format(port='N')}\n"
+        )
+
+
+class DatagramListenOptions(ListenOptions):
+    """
+    L{ListenOptions} for UDP services: descriptions are
+    C{udp:PORT[:interface=ADDR]}.
+    """
+
+    def opt_listen(self, description: str) -> None:
+        self["listen"].append(description)
+
+    opt_listen.__doc__ = DATAGRAM_HELP
+
+    def parseDescription(self, description: str) -> DatagramAddress:
+        return parseDatagramDescription(description)
+
+
+class ConnectionLimitOptions(usage.Options):
+    """
+    Options for L{ConnectionLimits}; mixed into stream services' options.
+    """
+
+    optParameters = [
+        [
+            "max-connections",
+            None,
+            defaultOf(ConnectionLimits, "maxConnections"),
+            "Connections open at once, over all listeners.",
+            nonNegativeInt,
+        ],
+        [
+            "max-per-peer",
+            None,
+            defaultOf(ConnectionLimits, "maxPerPeer"),
+            "Connections open at once from one IPv4 address or IPv6 /64.",
+            nonNegativeInt,
+        ],
+        [
+            "idle-timeout",
+            None,
+            defaultOf(ConnectionLimits, "idleTimeout"),
+            "Seconds without data from the client before it is disconnected"
+            " (0: never).",
+            nonNegativeFloat,
+        ],
+    ]
+
+    def connectionLimits(self) -> ConnectionLimits:
+        """
+        @return: the limits chosen on the command line.
+        """
+        return ConnectionLimits(
+            maxConnections=self["max-connections"],
+            maxPerPeer=self["max-per-peer"],
+            idleTimeout=self["idle-timeout"],
+        )
+
+
+def errorText(error: BaseException) -> str:
+    """
+    @return: an exception as one line for the user, without the noise of
+        C{OSError}'s tuple form.
+    """
+    if isinstance(error, CannotListenError):
+        inner = error.socketError
+        reason = getattr(inner, "strerror", None) or str(inner)
+        return reason
+    if isinstance(error, OSError) and error.strerror:
+        name = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{name}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, TypeError) and "multiple values" in text:
+        # serverFromString splits on every unescaped colon.
+        text += " (escape colons inside values: interface=\\:\\:1)"
+    return text
+
+
+class StreamListener(service.Service):
+    """
+    Listens on one stream endpoint while running.
+
+    @ivar port: the L{IListeningPort} once listening.
+    """
+
+    port: IListeningPort | None = None
+
+    def __init__(self, description: str, endpoint, factory: Factory, reactor) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.reactor = reactor
+        self._starting = False
+
+    def privilegedStartService(self) -> None:
+        # Listening here, before twistd drops privileges, allows ports < 1024.
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        # twist calls only startService.
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._starting:
+            return
+        self._starting = True
+        results: list = []
+        self.endpoint.listen(self.factory).addBoth(results.append)
+        if not results:
+            # Not bound yet (e.g. an endpoint that waits for something).
+            return
+        if isinstance(results[0], Failure):
+            raise SystemExit(
+                f"netservices: cannot listen on {self.description}: "
+                f"{errorText(results[0].value)}"
+            )
+        self.port = results[0]
+        log.info(
+            "listening on {address} ({description})",
+            address=describeAddress(self.port.getHost()),
+            description=self.description,
+        )
+
+    def stopService(self):
+        super().stopService()
+        self._starting = False
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+
+
+class DatagramListener(service.Service):
+    """
+    Listens on one UDP address while running, with a protocol made for it.
+
+    @ivar port: the port once listening.
+    @ivar protocol: the protocol serving it.
+    """
+
+    port = None
+
+    def __init__(
+        self,
+        description: str,
+        address: DatagramAddress,
+        protocolFactory: Callable[[], DatagramProtocol],
+        reactor,
+        onListening: Callable[[int], None] = lambda port: None,
+    ) -> None:
+        """
+        @param onListening: called with the bound port number, so that a
+            UDP policy can refuse datagrams from our own ports.
+        """
+        self.description = description
+        self.address = address
+        self.protocol = protocolFactory()
+        self.reactor = reactor
+        self.onListening = onListening
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        try:
+            self.port = listenWithInfo(
+                self.reactor, self.address.port, self.protocol, self.address.interface
+            )
+        except CannotListenError as e:
+            raise SystemExit(
+                f"netservices: cannot listen on {self.description}: {errorText(e)}"
+            )
+        host = self.port.getHost()
+        self.onListening(host.port)
+        log.info(
+            "listening on {address} ({description})",
+            address=describeAddress(host),
+            description=self.description,
+        )
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+
+
+def listeningAddresses(services: Sequence[service.IService]) -> list:
+    """
+    @return: the bound addresses of the listeners among C{services}, for
+        code (tests, mostly) that listened on port 0.
+    """
+    return [s.port.getHost() for s in services if getattr(s, "port", None) is not None]

@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.info.test_tap -*-
+"""
+twistd glue for tcp-info and udp-info.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from netservices._common.limits import LimitingFactory
+from netservices._common.listen import (
+    ConnectionLimitOptions,
+    DatagramListener,
+    DatagramListenOptions,
+    ListenOptions,
+    StreamListener,
+    errorText,
+    helpText,
+    parseStreamDescription,
+)
+from netservices._common.logs import RefusalLog
+from netservices._common.ratelimit import PrefixRateLimiter
+from netservices._common.service import CallOnStop
+from netservices._common.udp import DatagramGuard, DatagramPolicyOptions
+from netservices.info.http import InfoResource
+from netservices.info.tcp import TCPInfoFactory
+from netservices.info.udp import UDPInfoProtocol
+
+TCP_INFO_PORT = 7007
+UDP_INFO_PORT = 3478
+
+
+class TCPInfoOptions(ListenOptions, ConnectionLimitOptions):
+    """
+    Options of C{twistd netservices tcp-info}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Logs each TCP client's address and port, and tells the client what it"
+        " saw in one line (key=value text, or JSON with --format json), then"
+        " closes the connection."
+    )
+    defaultListen = f"tcp:{TCP_INFO_PORT}:interface=127.0.0.1"
+    portTemplate = "tcp:{port}:interface=127.0.0.1"
+    optParameters = [
+        ["format", None, "text", "Answer format: text or json."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["http-listen"] = []
+
+    @helpText
+    def opt_http_listen(self, description: str) -> None:
+        """
+        Also answer over HTTP on this endpoint description (repeatable), so
+        that 'curl http://HOST:PORT/' works (JSON for Accept:
+        application/json).
+        """
+        self["http-listen"].append(description)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["format"] not in ("text", "json"):
+            raise usage.UsageError(f"--format {self['format']!r}: expected text or json")
+        self["http-endpoints"] = []
+        for description in self["http-listen"]:
+            try:
+                endpoint = parseStreamDescription(self.getReactor(), description)
+            except Exception as e:
+                raise usage.UsageError(f"--http-listen {description!r}: {errorText(e)}")
+            self["http-endpoints"].append(endpoint)
+
+
+def makeTCPService(options: TCPInfoOptions, reactor=None) -> service.MultiService:
+    """
+    @return: the tcp-info service: one listener per C{--listen} and
+        C{--http-listen}, all under one set of connection limits.
+    """
+    reactor = reactor or options.getReactor()
+    log = Logger(namespace="netservices.tcp-info")
+    refusals = RefusalLog(log, reactor, "connection")
+    limits = options.connectionLimits()
+    top = service.MultiService()
+    factory = LimitingFactory(
+        TCPInfoFactory(wantJSON=options["format"] == "json", log=log),
+        limits,
+        reactor,
+        refusals,
+        lambda reason: f"error: refused: {reason}\n".encode("ascii"),
+    )
+    for description, endpoint in zip(options["listen"], options["endpoints"]):
+        StreamListener(description, endpoint, factory, reactor).setServiceParent(top)
+    if options["http-endpoints"]:
+        site = Site(InfoResource(log))
+        site.noisy = False
+        webFactory = LimitingFactory(site, limits, reactor, refusals)
+        for description, endpoint in zip(options["http-listen"], options["http-endpoints"]):
+            StreamListener(description, endpoint, webFactory, reactor).setServiceParent(top)
+    CallOnStop(refusals.logTotals).setServiceParent(top)
+    return top
+
+
+class UDPInfoOptions(DatagramListenOptions, DatagramPolicyOptions):
+    """
+    Options of C{twistd netservices udp-info}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Logs each datagram's source address and port and answers with what it"
+        " saw, never with more bytes than the request carried (shorter requests"
+        " are not answered; 'netservices info udp' pads its queries). Also"
+        " answers STUN Binding Requests (RFC 8489) with XOR-MAPPED-ADDRESS."
+        " Datagrams sent to broadcast or multicast addresses, from ports below"
+        " 1024, 2049 or our own ports, or from impossible source addresses are"
+        " refused; answers are rate-limited per source prefix."
+    )
+    defaultListen = f"udp:{UDP_INFO_PORT}:interface=127.0.0.1"
+    portTemplate = "udp:{port}:interface=127.0.0.1"
+    optParameters = [
+        ["stun-rate", None, 10.0, "STUN answers per second to one source prefix.", float],
+        ["stun-burst", None, 20.0, "STUN answers in a burst to one source prefix.", float],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["rate-limits"] = self.rateLimits()
+
+
+def makeUDPService(options: UDPInfoOptions, reactor=None) -> service.MultiService:
+    """
+    @return: the udp-info service: one listener per C{--listen}, sharing one
+        policy and one set of rate limits.
+    """
+    reactor = reactor or options.getReactor()
+    log = Logger(namespace="netservices.udp-info")
+    limits = options["rate-limits"]
+    guard = DatagramGuard(limits, reactor, log)
+    stunLimiter = PrefixRateLimiter(
+        attrs.evolve(limits, rate=options["stun-rate"], burst=options["stun-burst"]),
+        reactor,
+    )
+    top = service.MultiService()
+    for description, address in zip(options["listen"], options["endpoints"]):
+        DatagramListener(
+            description,
+            address,
+            lambda: UDPInfoProtocol(guard, stunLimiter, log),
+            reactor,
+            guard.ownPorts.add,
+        ).setServiceParent(top)
+
+    def logTotals() -> None:
+        log.info(
+            "datagrams received={received} answered={answered}", **guard.counts
+        )
+        guard.refusals.logTotals()
+
+    CallOnStop(logTotals).setServiceParent(top)
+    return top

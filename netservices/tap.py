@@ -1,0 +1,72 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{netservices} twistd plugin: one sub-command per service.
+
+Each service's module is imported only when its sub-command is chosen, so a
+broken service cannot hide the others and C{twistd --help} stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from twisted.python import usage
+
+#: (sub-command, module, options class, service maker, description)
+SERVICES = [
+    (
+        "tcp-info",
+        "netservices.info.tap",
+        "TCPInfoOptions",
+        "makeTCPService",
+        "Tell each TCP client its address and port (also over HTTP)",
+    ),
+    (
+        "udp-info",
+        "netservices.info.tap",
+        "UDPInfoOptions",
+        "makeUDPService",
+        "Tell each UDP client its address and port; STUN Binding",
+    ),
+]
+
+
+def _lazyOptions(module: str, name: str):
+    return lambda: getattr(import_module(module), name)()
+
+
+class Options(usage.Options):
+    """
+    Top-level options: choose a service.
+    """
+
+    synopsis = "[options]"
+    longdesc = "Run 'twistd netservices SERVICE --help' for a service's options."
+    subCommands = [
+        (name, None, _lazyOptions(module, options), description)
+        for name, module, options, _, description in SERVICES
+    ]
+
+    def parseOptions(self, options=None) -> None:
+        # twistd prints its whole usage text before a UsageError; one line
+        # that names the problem is more useful.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            where = f"netservices {self.subCommand}" if self.subCommand else "netservices"
+            raise SystemExit(f"{where}: {e} (see --help)")
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            names = ", ".join(name for name, *_ in SERVICES)
+            raise usage.UsageError(f"choose a service: {names}")
+
+
+def makeService(options: Options):
+    """
+    @return: the service of the chosen sub-command.
+    """
+    for name, module, _, maker, _ in SERVICES:
+        if name == options.subCommand:
+            return getattr(import_module(module), maker)(options.subOptions)
+    raise ValueError(f"unknown service {options.subCommand!r}")
