@@ -81,8 +81,10 @@ def splitHostPort(text: str, defaultPort: int) -> tuple[str, int]:
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
+    elif ":" in text and parseIP(text) is None:
+        raise ValueError(f"{text!r} is not HOST:PORT (put IPv6 addresses in brackets)")
     if not host:
         raise ValueError(f"no host in {text!r}")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"bad port {port!r} in {text!r}: expected 1-65535")
     return host, int(port)

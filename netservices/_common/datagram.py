@@ -35,6 +35,8 @@ import attrs
 from twisted.internet import udp
 from twisted.logger import Logger
 
+from netservices._common.addresses import displayHost, parseIP
+
 # Python 3.11 lacks some of these constants; the values are Linux's.
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
@@ -57,26 +59,14 @@ _ANCILLARY_SIZE = (
 )
 
 
-def _normalizeAddress(address: str | None) -> str | None:
-    """
-    Turn an IPv4-mapped IPv6 address (C{::ffff:a.b.c.d}) into C{a.b.c.d}.
-
-    @param address: an IP address string, or L{None}.
-    @return: C{address}, unmapped if it was IPv4-mapped.
-    """
-    if address is None or ":" not in address:
-        return address
-    mapped = ipaddress.IPv6Address(address.split("%", 1)[0]).ipv4_mapped
-    return address if mapped is None else str(mapped)
-
-
 @attrs.frozen
 class DatagramInfo:
     """
     What the kernel said about one received datagram.
 
     @ivar destination: the IP header's destination address (C{ipi_addr} or
-        C{ipi6_addr}), IPv4-mapped addresses unmapped; L{None} if unknown.
+        C{ipi6_addr}) as L{displayHost} shows it (IPv4-mapped addresses
+        unmapped); L{None} if unknown.
     @ivar localAddress: for IPv4, C{ipi_spec_dst}: the local address the
         datagram is considered addressed to; for IPv6, same as C{destination}.
     @ivar interfaceIndex: index of the arrival interface, or L{None}.
@@ -84,8 +74,12 @@ class DatagramInfo:
     @ivar truncated: whether the datagram was longer than the read buffer.
     """
 
-    destination: str | None = attrs.field(converter=_normalizeAddress)
-    localAddress: str | None = attrs.field(converter=_normalizeAddress)
+    destination: str | None = attrs.field(
+        converter=attrs.converters.optional(displayHost)
+    )
+    localAddress: str | None = attrs.field(
+        converter=attrs.converters.optional(displayHost)
+    )
     interfaceIndex: int | None
     ttl: int | None
     truncated: bool = False
@@ -104,9 +98,9 @@ class DatagramInfo:
         (limited, or - for IPv4, via the C{ipi_spec_dst} trick - directed).
         L{False} when the destination is unknown.
         """
-        if self.destination is None:
+        address = None if self.destination is None else parseIP(self.destination)
+        if address is None:
             return False
-        address = ipaddress.ip_address(self.destination.split("%", 1)[0])
         if address.is_multicast:
             return True
         if address.version == 4:
@@ -127,12 +121,12 @@ class InfoDatagramPort(udp.Port):
 
     _log = Logger()
 
-    def startListening(self) -> None:
+    def createInternetSocket(self) -> socket.socket:
         """
-        Bind, then ask the kernel for packet info and TTL / hop limit.
+        Make the socket and ask the kernel for packet info and TTL / hop
+        limit before it is bound, so that no datagram arrives without them.
         """
-        super().startListening()
-        skt = self.socket
+        skt = super().createInternetSocket()
         if self.addressFamily == socket.AF_INET:
             skt.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             skt.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
@@ -146,6 +140,7 @@ class InfoDatagramPort(udp.Port):
                     skt.setsockopt(socket.IPPROTO_IP, option, 1)
                 except OSError:
                     pass
+        return skt
 
     def doRead(self) -> None:
         """

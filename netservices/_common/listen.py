@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from netservices._common.addresses import joinHostPort, parseIP
@@ -86,7 +87,7 @@ def parseDatagramDescription(description: str) -> DatagramAddress:
     if kind != "udp" or not fields:
         raise ValueError("expected udp:PORT[:interface=ADDR]")
     port, *options = fields
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"bad port {port!r}: expected 0-65535")
     interface = ""
     for option in options:
@@ -320,70 +321,108 @@ def errorText(error: BaseException) -> str:
     return text
 
 
-class StreamListener(service.Service):
+class _Listener(service.Service):
     """
-    Listens on one stream endpoint while running.
+    Listens while running.  Binding happens in C{privilegedStartService}
+    (before twistd drops privileges, so ports below 1024 work) or, under
+    C{twist}, which calls only C{startService}, there.  A failure to bind
+    at startup is a one-line L{SystemExit}.
 
-    @ivar port: the L{IListeningPort} once listening.
+    @ivar port: the listening port once bound.
     """
 
-    port: IListeningPort | None = None
+    port = None
+    _pending: Deferred | None = None
+    _startupError: str | None = None
+    _inStartup = False
 
-    def __init__(self, description: str, endpoint, factory: Factory, reactor) -> None:
+    def __init__(self, description: str, reactor) -> None:
         self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
         self.reactor = reactor
-        self._starting = False
+
+    def _bind(self):
+        """
+        @return: the bound port, or a L{Deferred} firing with it.
+        """
+        raise NotImplementedError()
+
+    def _boundPort(self, port) -> None:
+        """
+        Called with the port once bound.
+        """
 
     def privilegedStartService(self) -> None:
-        # Listening here, before twistd drops privileges, allows ports < 1024.
         super().privilegedStartService()
-        self._listen()
+        self._start()
 
     def startService(self) -> None:
         super().startService()
-        # twist calls only startService.
-        self._listen()
+        self._start()
 
-    def _listen(self) -> None:
-        if self._starting:
+    def _start(self) -> None:
+        if self.port is not None or self._pending is not None:
             return
-        self._starting = True
-        results: list = []
-        self.endpoint.listen(self.factory).addBoth(results.append)
-        if not results:
-            # Not bound yet (e.g. an endpoint that waits for something).
-            return
-        if isinstance(results[0], Failure):
-            raise SystemExit(
-                f"netservices: cannot listen on {self.description}: "
-                f"{errorText(results[0].value)}"
-            )
-        self.port = results[0]
+        self._inStartup, self._startupError = True, None
+        self._pending = maybeDeferred(self._bind)
+        self._pending.addCallbacks(self._bound, self._failed)
+        self._inStartup = False
+        if self._startupError is not None:
+            raise SystemExit(self._startupError)
+
+    def _bound(self, port) -> None:
+        self._pending, self.port = None, port
+        self._boundPort(port)
         log.info(
             "listening on {address} ({description})",
-            address=describeAddress(self.port.getHost()),
+            address=describeAddress(port.getHost()),
             description=self.description,
         )
 
+    def _failed(self, failure: Failure) -> None:
+        self._pending = None
+        if failure.check(CancelledError):
+            return
+        message = (
+            f"netservices: cannot listen on {self.description}: "
+            f"{errorText(failure.value)}"
+        )
+        if self._inStartup:
+            self._startupError = message
+        else:
+            # An endpoint that binds later (none of Twisted's do) failed
+            # after startup: nothing to exit from but the reactor.
+            log.critical(message)
+            self.reactor.stop()
+
     def stopService(self):
         super().stopService()
-        self._starting = False
+        if self._pending is not None:
+            self._pending.cancel()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()
 
 
-class DatagramListener(service.Service):
+class StreamListener(_Listener):
+    """
+    Listens on one stream endpoint while running.
+    """
+
+    def __init__(self, description: str, endpoint, factory: Factory, reactor) -> None:
+        super().__init__(description, reactor)
+        self.endpoint = endpoint
+        self.factory = factory
+
+    def _bind(self):
+        return self.endpoint.listen(self.factory)
+
+
+class DatagramListener(_Listener):
     """
     Listens on one UDP address while running, with a protocol made for it.
 
-    @ivar port: the port once listening.
     @ivar protocol: the protocol serving it.
     """
-
-    port = None
 
     def __init__(
         self,
@@ -397,44 +436,18 @@ class DatagramListener(service.Service):
         @param onListening: called with the bound port number, so that a
             UDP policy can refuse datagrams from our own ports.
         """
-        self.description = description
+        super().__init__(description, reactor)
         self.address = address
         self.protocol = protocolFactory()
-        self.reactor = reactor
         self.onListening = onListening
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        self._listen()
-
-    def _listen(self) -> None:
-        if self.port is not None:
-            return
-        try:
-            self.port = listenWithInfo(
-                self.reactor, self.address.port, self.protocol, self.address.interface
-            )
-        except CannotListenError as e:
-            raise SystemExit(
-                f"netservices: cannot listen on {self.description}: {errorText(e)}"
-            )
-        host = self.port.getHost()
-        self.onListening(host.port)
-        log.info(
-            "listening on {address} ({description})",
-            address=describeAddress(host),
-            description=self.description,
+    def _bind(self):
+        return listenWithInfo(
+            self.reactor, self.address.port, self.protocol, self.address.interface
         )
 
-    def stopService(self):
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
+    def _boundPort(self, port) -> None:
+        self.onListening(port.getHost().port)
 
 
 def listeningAddresses(services: Sequence[service.IService]) -> list:

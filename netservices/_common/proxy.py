@@ -17,6 +17,7 @@ HAProxy does; C{--listen haproxy-ssl:...} selects it.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv6Address
 from twisted.internet.endpoints import TCP4ServerEndpoint, wrapServerTLS
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -25,13 +26,15 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader, convertError
+from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.protocols.policies import WrappingFactory
 from zope.interface import directlyProvides, implementer, providedBy
 
+from netservices._common.addresses import parseIP
 from netservices._common.limits import peerDescription
 
 log = Logger()
@@ -39,6 +42,31 @@ log = Logger()
 _V1_SIGNATURE = V1Parser.PROXYSTR + b" "
 #: A v2 header's fixed part: signature, version and command, family, length.
 _V2_MINIMUM = 16
+
+
+class _V1Parser(V1Parser):
+    """
+    Twisted's v1 parser, but accepting the bare C{PROXY UNKNOWN} line that
+    the specification allows (Twisted wants addresses after it), and
+    refusing ports that are not numbers (Twisted raises L{ValueError}) and
+    addresses that are not IP addresses of the stated family or ports out of
+    range (Twisted passes them on).
+    """
+
+    @classmethod
+    def parse(cls, line: bytes) -> ProxyInfo:
+        if line == cls.PROXYSTR + b" " + cls.UNKNOWN_PROTO:
+            return ProxyInfo(line, None, None)
+        with convertError(ValueError, InvalidProxyHeader):
+            info = super().parse(line)
+        for address in (info.source, info.destination):
+            if address is None:
+                continue
+            parsed = parseIP(address.host)
+            version = 6 if isinstance(address, IPv6Address) else 4
+            if parsed is None or parsed.version != version or not 0 <= address.port <= 65535:
+                raise InvalidProxyHeader()
+        return info
 
 
 class ProxyHeaderWrapper(HAProxyProtocolWrapper):
@@ -70,7 +98,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
             # such connections.
             data, self._prefix = self._prefix + data, b""
             if data.startswith(_V1_SIGNATURE):
-                self._parser = V1Parser()
+                self._parser = _V1Parser()
             elif data.startswith(V2Parser.PREFIX) and len(data) >= _V2_MINIMUM:
                 if data[12] & 0xF0 != 0x20:
                     self._fail("invalid PROXY header")
@@ -110,7 +138,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         self._timeoutCall = None
 
     def _fail(self, reason: str) -> None:
-        self._timeoutCall = None
+        self._cancelTimeout()
         self.factory.refuse(reason, peerDescription(self.transport.getPeer()))
         self.transport.abortConnection()
 

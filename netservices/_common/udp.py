@@ -131,7 +131,10 @@ class GuardedDatagramProtocol(DatagramProtocol):
             by default.
         @return: whether it was sent.
         """
-        reason = (limiter or self.guard.limiter).check(addr[0])
+        # Not "limiter or ...": a limiter with an empty table is false.
+        if limiter is None:
+            limiter = self.guard.limiter
+        reason = limiter.check(addr[0])
         if reason is not None:
             self.guard.refusals.refuse(reason, joinHostPort(*addr))
             return False

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import socket
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import DatagramProtocol, Protocol
@@ -113,13 +115,18 @@ async def askTCP(
 
 
 def _describe(e: BaseException) -> str:
-    from OpenSSL import SSL
-
+    if isinstance(e, VerificationError):
+        return f"TLS failed: the certificate is not valid for {_verifiedName(e)}"
     if isinstance(e, SSL.Error):
         details = [a[2] for a in (e.args[0] if e.args else []) if len(a) > 2]
         return "TLS failed: " + (", ".join(details) or "handshake error")
     text = " ".join(str(e).split())
     return text or type(e).__name__
+
+
+def _verifiedName(e: VerificationError) -> str:
+    names = [getattr(m.mismatched_id, "hostname", None) or getattr(m.mismatched_id, "ip", "?") for m in e.errors]
+    return ", ".join(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 class _DatagramExchange(DatagramProtocol):
