@@ -22,6 +22,20 @@ SERVICES = [
         "Tell each TCP client its address and port (also over HTTP)",
     ),
     (
+        "tcp-echo",
+        "netservices.echo.tap",
+        "TCPEchoOptions",
+        "makeTCPService",
+        "RFC 862 echo over TCP, with back-pressure",
+    ),
+    (
+        "udp-echo",
+        "netservices.echo.tap",
+        "UDPEchoOptions",
+        "makeUDPService",
+        "RFC 862 echo over UDP, never a reflector for abuse",
+    ),
+    (
         "udp-info",
         "netservices.info.tap",
         "UDPInfoOptions",

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from netservices._common.addresses import joinHostPort, parseIP
 from netservices._common.datagram import listenWithInfo
+from netservices._common.eager import eagerEquivalent
 from netservices._common.limits import ConnectionLimits
 from netservices._common.proxy import ProxyHeaderEndpoint, proxyThenTLSEndpoint
 
@@ -44,22 +45,30 @@ udp:3478 (all IPv4 addresses), udp:3478:interface=\\:\\: (IPv6 and IPv4),
 udp:3478:interface=\\:\\:1.  Escape colons in ADDR with a backslash."""
 
 
-def parseStreamDescription(reactor, description: str) -> IStreamServerEndpoint:
+def parseStreamDescription(
+    reactor, description: str, eagerWrites: bool = False
+) -> IStreamServerEndpoint:
     """
     Parse a server endpoint description as Twisted's C{serverFromString}
     does, except that C{haproxy:} connects the service only after the PROXY
     header (so the peer is known from the start) and C{haproxy-ssl:} takes
     the header before TLS.
 
+    @param eagerWrites: listen on C{tcp:}/C{tcp6:} with transports that send
+        at once when they can (L{netservices._common.eager}).
+
     @raise Exception: anything C{serverFromString} raises for a bad
         description, including C{OSError} for a missing certificate file.
     """
     kind, _, rest = description.partition(":")
     if kind == "haproxy":
-        return ProxyHeaderEndpoint(parseStreamDescription(reactor, rest), reactor)
+        return ProxyHeaderEndpoint(
+            parseStreamDescription(reactor, rest, eagerWrites), reactor
+        )
     if kind == "haproxy-ssl":
         return proxyThenTLSEndpoint(reactor, serverFromString(reactor, "ssl:" + rest))
-    return serverFromString(reactor, description)
+    endpoint = serverFromString(reactor, description)
+    return eagerEquivalent(reactor, endpoint) if eagerWrites else endpoint
 
 
 @attrs.frozen
@@ -183,11 +192,14 @@ class ListenOptions(usage.Options):
 
     @ivar reactor: the reactor used to parse descriptions (the global one
         when L{None}).
+    @ivar eagerWrites: whether plain TCP listeners use eager-writing
+        transports.
     """
 
     defaultListen: str = ""
     portTemplate: str = ""
     reactor = None
+    eagerWrites = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -225,7 +237,7 @@ class ListenOptions(usage.Options):
         Parse one listen description; subclasses for other transports
         override this.
         """
-        return parseStreamDescription(self.getReactor(), description)
+        return parseStreamDescription(self.getReactor(), description, self.eagerWrites)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -237,6 +249,7 @@ class ListenOptions(usage.Options):
             except Exception as e:
                 raise usage.UsageError(f"--listen {description!r}: {errorText(e)}")
         self["endpoints"] = endpoints
+        super().postOptions()
 
     def getUsage(self, width=None):
         return (

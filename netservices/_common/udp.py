@@ -162,6 +162,10 @@ class DatagramPolicyOptions(usage.Options):
         ["ipv6-prefix", None, defaultOf(RateLimits, "ipv6Prefix"), "Prefix length grouping IPv6 sources (0-128).", int],
     ]
 
+    def postOptions(self) -> None:
+        self["rate-limits"] = self.rateLimits()
+        super().postOptions()
+
     def rateLimits(self) -> RateLimits:
         """
         @return: the rate limits chosen on the command line.

@@ -11,8 +11,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from netservices._common.proxy import isProxied
-from netservices.info.tcp import logSighting
-from netservices.info.wire import Sighting, formatJSON, formatText
+from netservices.info.tcp import logSighting, sightingFrom
+from netservices.info.wire import formatJSON, formatText
 
 
 class InfoResource(Resource):
@@ -27,15 +27,12 @@ class InfoResource(Resource):
         self.log = log or Logger(namespace="netservices.tcp-info.http")
 
     def render_GET(self, request: Request) -> bytes:
-        peer, host = request.getClientAddress(), request.getHost()
-        sighting = Sighting(
-            transport="http",
-            ip=peer.host,
-            port=peer.port,
-            localIP=host.host,
-            localPort=host.port,
-            tls=request.isSecure(),
-            proxy=isProxied(request.channel.transport),
+        sighting = sightingFrom(
+            "http",
+            request.getClientAddress(),
+            request.getHost(),
+            request.isSecure(),
+            isProxied(request.channel.transport),
         )
         logSighting(self.log, sighting)
         wantJSON = b"application/json" in (request.getHeader(b"accept") or b"")

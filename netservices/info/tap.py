@@ -11,21 +11,18 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from netservices._common.limits import LimitingFactory
 from netservices._common.listen import (
     ConnectionLimitOptions,
-    DatagramListener,
     DatagramListenOptions,
     ListenOptions,
-    StreamListener,
     errorText,
     helpText,
     parseStreamDescription,
 )
 from netservices._common.logs import RefusalLog
 from netservices._common.ratelimit import PrefixRateLimiter
-from netservices._common.service import CallOnStop
-from netservices._common.udp import DatagramGuard, DatagramPolicyOptions
+from netservices._common.service import CallOnStop, addStreamListeners, datagramService
+from netservices._common.udp import DatagramPolicyOptions
 from netservices.info.http import InfoResource
 from netservices.info.tcp import TCPInfoFactory
 from netservices.info.udp import UDPInfoProtocol
@@ -80,28 +77,28 @@ class TCPInfoOptions(ListenOptions, ConnectionLimitOptions):
 def makeTCPService(options: TCPInfoOptions, reactor=None) -> service.MultiService:
     """
     @return: the tcp-info service: one listener per C{--listen} and
-        C{--http-listen}, all under one set of connection limits.
+        C{--http-listen}, under the connection limits.
     """
     reactor = reactor or options.getReactor()
     log = Logger(namespace="netservices.tcp-info")
     refusals = RefusalLog(log, reactor, "connection")
-    limits = options.connectionLimits()
     top = service.MultiService()
-    factory = LimitingFactory(
+    addStreamListeners(
+        top,
+        options["listen"],
+        options["endpoints"],
         TCPInfoFactory(wantJSON=options["format"] == "json", log=log),
-        limits,
+        options,
         reactor,
         refusals,
         lambda reason: f"error: refused: {reason}\n".encode("ascii"),
     )
-    for description, endpoint in zip(options["listen"], options["endpoints"]):
-        StreamListener(description, endpoint, factory, reactor).setServiceParent(top)
     if options["http-endpoints"]:
         site = Site(InfoResource(log))
         site.noisy = False
-        webFactory = LimitingFactory(site, limits, reactor, refusals)
-        for description, endpoint in zip(options["http-listen"], options["http-endpoints"]):
-            StreamListener(description, endpoint, webFactory, reactor).setServiceParent(top)
+        addStreamListeners(
+            top, options["http-listen"], options["http-endpoints"], site, options, reactor, refusals
+        )
     CallOnStop(refusals.logTotals).setServiceParent(top)
     return top
 
@@ -128,39 +125,19 @@ class UDPInfoOptions(DatagramListenOptions, DatagramPolicyOptions):
         ["stun-burst", None, 20.0, "STUN answers in a burst to one source prefix.", float],
     ]
 
-    def postOptions(self) -> None:
-        super().postOptions()
-        self["rate-limits"] = self.rateLimits()
-
 
 def makeUDPService(options: UDPInfoOptions, reactor=None) -> service.MultiService:
     """
     @return: the udp-info service: one listener per C{--listen}, sharing one
-        policy and one set of rate limits.
+        policy, and STUN answers under a rate limit of their own.
     """
     reactor = reactor or options.getReactor()
     log = Logger(namespace="netservices.udp-info")
     limits = options["rate-limits"]
-    guard = DatagramGuard(limits, reactor, log)
     stunLimiter = PrefixRateLimiter(
         attrs.evolve(limits, rate=options["stun-rate"], burst=options["stun-burst"]),
         reactor,
     )
-    top = service.MultiService()
-    for description, address in zip(options["listen"], options["endpoints"]):
-        DatagramListener(
-            description,
-            address,
-            lambda: UDPInfoProtocol(guard, stunLimiter, log),
-            reactor,
-            guard.ownPorts.add,
-        ).setServiceParent(top)
-
-    def logTotals() -> None:
-        log.info(
-            "datagrams received={received} answered={answered}", **guard.counts
-        )
-        guard.refusals.logTotals()
-
-    CallOnStop(logTotals).setServiceParent(top)
-    return top
+    return datagramService(
+        options, reactor, log, lambda guard: UDPInfoProtocol(guard, stunLimiter, log)
+    )

@@ -5,6 +5,7 @@ tcp-info: on each connection, log who connected and tell them, then close.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -20,19 +21,46 @@ def isTLS(transport: object) -> bool:
     return any(isinstance(t, TLSMemoryBIOProtocol) for t in transportChain(transport))
 
 
+def _hostAndPort(address) -> tuple[str, int]:
+    """
+    @return: the host and port of an IP address; for a UNIX socket its path
+        (spaces escaped, since the text answer splits on them) and 0.
+    """
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host, address.port
+    name = getattr(address, "name", None) or b""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name.replace("%", "%25").replace(" ", "%20"), 0
+
+
 def sightingOf(transport, kind: str = "tcp") -> Sighting:
     """
     @return: what C{transport} shows of its connection.
     """
-    peer, host = transport.getPeer(), transport.getHost()
+    return sightingFrom(
+        kind, transport.getPeer(), transport.getHost(), isTLS(transport), isProxied(transport)
+    )
+
+
+def sightingFrom(kind: str, peer, host, tls: bool, proxy: bool) -> Sighting:
+    """
+    @return: a sighting of a client at C{peer} reaching C{host}; over a UNIX
+        socket (C{kind} C{unix} for a plain connection), the socket's path is
+        the local address.
+    """
+    if isinstance(peer, UNIXAddress) and kind == "tcp":
+        kind = "unix"
+    ip, port = _hostAndPort(peer)
+    localIP, localPort = _hostAndPort(host)
     return Sighting(
         transport=kind,
-        ip=peer.host,
-        port=peer.port,
-        localIP=host.host,
-        localPort=host.port,
-        tls=isTLS(transport),
-        proxy=isProxied(transport),
+        ip=ip,
+        port=port,
+        localIP=localIP,
+        localPort=localPort,
+        tls=tls,
+        proxy=proxy,
     )
 
 

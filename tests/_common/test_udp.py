@@ -359,12 +359,11 @@ class DatagramPolicyOptionsTests(SynchronousTestCase):
 
     def test_badPrefix(self):
         """
-        Prefix lengths out of range are refused.
+        Prefix lengths out of range are refused while parsing.
         """
         for args in [["--ipv4-prefix", "33"], ["--ipv6-prefix", "-1"]]:
             options = DatagramPolicyOptions()
-            options.parseOptions(args)
-            self.assertRaises(usage.UsageError, options.rateLimits)
+            self.assertRaises(usage.UsageError, options.parseOptions, args)
 
     def test_badNumbers(self):
         """

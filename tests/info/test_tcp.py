@@ -109,3 +109,25 @@ class BehindProxyTests(SynchronousTestCase):
             b"transport=tcp ip=203.0.113.7 port=40000 local_ip=192.0.2.1"
             b" local_port=7007 tls=no proxy=yes\n",
         )
+
+
+class UNIXSocketTests(SynchronousTestCase):
+    """
+    Over a UNIX socket there is no IP address to tell.
+    """
+
+    def test_unix(self):
+        """
+        The answer says transport=unix with the socket's path, escaped so the
+        text form still splits on spaces.
+        """
+        from twisted.internet.address import UNIXAddress
+
+        _, transport = connect(
+            TCPInfoFactory(), UNIXAddress(None), UNIXAddress(b"/run/a b.sock")
+        )
+        self.assertEqual(
+            transport.value(),
+            b"transport=unix ip= port=0 local_ip=/run/a%20b.sock"
+            b" local_port=0 tls=no proxy=no\n",
+        )

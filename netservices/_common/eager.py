@@ -1,0 +1,96 @@
+# -*- test-case-name: tests._common.test_eager -*-
+"""
+TCP listening with eager writes.
+
+Twisted's C{transport.write} never sends at once: it queues the data,
+registers for writability, and sends on the next reactor round, which costs
+two C{epoll_ctl} calls and a round trip per message.  For request/response
+services such as echo that is most of the time spent per message (see
+C{benchmarks/}).  L{EagerServer} sends at once when nothing is queued, and
+falls back to Twisted's path for whatever the kernel does not take.  It is
+our own transport class, used only by services that ask for it; Twisted
+itself is left alone.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, tcp
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
+from zope.interface import implementer
+
+
+class EagerServer(tcp.Server):
+    """
+    A server-side TCP transport whose C{write} sends immediately when its
+    buffer is empty.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            data
+            and type(data) is bytes
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+        ):
+            try:
+                sent = self.socket.send(data)
+            except OSError:
+                # Would block, or an error that Twisted's own write path
+                # will meet and report the usual way.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        super().write(data)
+
+
+class EagerPort(tcp.Port):
+    """
+    A TCP listening port whose connections use L{EagerServer}.
+    """
+
+    transport = EagerServer
+
+
+@implementer(IStreamServerEndpoint)
+class EagerTCPServerEndpoint:
+    """
+    Listens like C{tcp:}/C{tcp6:} endpoints, with L{EagerPort}.
+    """
+
+    def __init__(self, reactor, port: int, backlog: int = 50, interface: str = "") -> None:
+        self._reactor = reactor
+        self._port = port
+        self._backlog = backlog
+        self._interface = interface
+
+    def listen(self, factory):
+        """
+        Listen with C{factory}; fails like C{listenTCP} when the bind fails.
+        """
+
+        def start() -> EagerPort:
+            port = EagerPort(
+                self._port, factory, self._backlog, self._interface, self._reactor
+            )
+            port.startListening()
+            return port
+
+        return defer.execute(start)
+
+
+def eagerEquivalent(reactor, endpoint):
+    """
+    @return: an eager-writing endpoint listening where C{endpoint} would, if
+        C{endpoint} is a plain C{tcp:}/C{tcp6:} one; else C{endpoint}.
+    """
+    if type(endpoint) in (TCP4ServerEndpoint, TCP6ServerEndpoint):
+        # Their settings are private but stable; tests cover this path.
+        return EagerTCPServerEndpoint(
+            reactor, endpoint._port, endpoint._backlog, endpoint._interface
+        )
+    return endpoint

@@ -1,0 +1,945 @@
+# -*- test-case-name: tests.test_testing -*-
+"""
+Helpers for testing the netservices commands as a user runs them:
+C{twistd -n netservices SERVICE}, C{twist netservices SERVICE} and the
+C{netservices} console command, each started as a child process of the test.
+
+For example, in a L{twisted.trial.unittest.TestCase}::
+
+    from twisted.internet import reactor
+    from netservices.testing import runCommand, startTwistd
+
+    async def test_answers(self):
+        server = await startTwistd(reactor, ["tcp-info", "--port", "0"], 1)
+        self.addCleanup(server.stop)
+        host, port = server.addresses[0]
+        out, err, code = await runCommand(
+            reactor, ["info", "tcp", f"{host}:{port}", "--json"]
+        )
+
+The scripts are looked up next to C{sys.executable} (the virtualenv the
+tests run in), with C{python -c}/C{python -m} as a fallback.  Servers log
+one JSON event per line to standard output, which L{TwistdProcess} parses,
+so a test learns the ports chosen for C{port 0} from the C{listening on}
+events and can wait for any other event without polling.
+
+L{fetchStream} (a TCP client that may send a PROXY header and start TLS;
+L{fetchFrom} for any endpoint) and L{openDatagramClient} (a UDP socket) talk to the servers without any
+netservices code on the client side.
+
+Everything is bounded by a timeout.  A process is only ever signalled
+through the transport of the process we started (its own PID); one that
+outlives its timeout is killed with C{SIGKILL} and waited for, so that none
+is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from typing import Callable, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+)
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol, Protocol
+from twisted.logger import formatEvent
+from twisted.python.failure import Failure
+
+#: Seconds any one step (starting, waiting for an event, stopping, running a
+#: command) may take before it fails.
+DEFAULT_TIMEOUT = 30.0
+
+#: The exit status (see L{ProcessFailed.exitCode}) of a C{twistd} or C{twist}
+#: that stopped cleanly on C{SIGTERM}: after shutting down they re-raise the
+#: signal that stopped them.
+CLEAN_STOP = -signal.SIGTERM
+
+#: Arguments for C{sys.executable} that stand in for each console script
+#: when it is not next to C{sys.executable}.
+FALLBACKS = {
+    "twistd": ["-c", "from twisted.scripts.twistd import run; run()"],
+    "twist": ["-m", "twisted"],
+    "netservices": ["-m", "netservices"],
+}
+
+#: The observer factory that makes C{twistd} log JSON lines to stdout.
+JSON_LOGGER = "netservices.logs.jsonLines"
+
+_RECORD_BOUNDARY = re.compile(rb"[\n\x1e]")
+_ADDRESS = re.compile(
+    r"^(?P<transport>\w+) (?:\[(?P<ipv6>[^\]]*)\]|(?P<host>[^\s:]*)):(?P<port>\d+)$"
+)
+
+
+class ProcessFailed(Exception):
+    """
+    A child process did not do what was expected of it: it exited too soon,
+    or (see L{ProcessTimeout}) took too long.
+
+    @ivar argv: the command line.
+    @ivar exitCode: its exit status (minus the signal number if a signal
+        ended it), or L{None} if it has not ended.
+    @ivar stdout: everything it wrote to standard output.
+    @ivar stderr: everything it wrote to standard error.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        argv: Sequence[str],
+        exitCode: int | None,
+        stdout: bytes,
+        stderr: bytes,
+    ) -> None:
+        self.argv = list(argv)
+        self.exitCode = exitCode
+        self.stdout = stdout
+        self.stderr = stderr
+        shownOut = "\n".join(_readableRecords(stdout))
+        super().__init__(
+            f"{message}\ncommand: {' '.join(self.argv)}\nexit status: {exitCode}"
+            f"\n--- stderr ---\n{stderr.decode('utf-8', 'replace')}"
+            f"\n--- stdout ---\n{shownOut}"
+        )
+
+
+class ProcessTimeout(ProcessFailed):
+    """
+    A child process took longer than its timeout; it was killed (and has
+    ended) by the time this is raised.
+    """
+
+
+@attrs.frozen
+class ListeningAddress:
+    """
+    One C{listening on} event of a server.
+
+    @ivar transport: C{"tcp"}, C{"udp"} or C{"unix"}.
+    @ivar host: the bound address (an IPv6 address without brackets), or
+        the socket path for C{unix}.
+    @ivar port: the bound port; L{None} for C{unix}.
+    @ivar description: the C{--listen} description it came from.
+    """
+
+    transport: str
+    host: str
+    port: int | None
+    description: str
+
+
+def parseAddress(text: str) -> tuple[str, str, int | None]:
+    """
+    Parse the C{address} field of a C{listening on} event.
+
+    @param text: e.g. C{"tcp 127.0.0.1:43567"}, C{"udp [::1]:5000"} or
+        C{"unix /run/x.sock"}.
+    @return: C{(transport, host, port)}; C{port} is L{None} for C{unix}.
+    @raise ValueError: if C{text} is none of those.
+    """
+    match = _ADDRESS.match(text)
+    if match is not None:
+        host = match.group("ipv6") if match.group("ipv6") is not None else match.group("host")
+        return match.group("transport"), host, int(match.group("port"))
+    transport, _, path = text.partition(" ")
+    if transport == "unix" and path:
+        return transport, path, None
+    raise ValueError(f"not a listening address: {text!r}")
+
+
+def listeningAddress(event: dict) -> ListeningAddress | None:
+    """
+    @return: the address a C{listening on} event announces, or L{None} if
+        C{event} is another event.
+    """
+    if not str(event.get("log_format", "")).startswith("listening on"):
+        return None
+    address, description = event.get("address"), event.get("description")
+    if not isinstance(address, str) or not isinstance(description, str):
+        return None
+    try:
+        transport, host, port = parseAddress(address)
+    except ValueError:
+        return None
+    return ListeningAddress(transport, host, port, description)
+
+
+def eventText(event: dict) -> str:
+    """
+    @return: a logged event (as parsed from JSON) as the one line of text
+        that a text log would show; lines written to C{stderr} (which
+        C{twistd} logs) as they were written.
+    """
+    if isinstance(event.get("log_io"), str):
+        return event["log_io"]
+    if "log_format" in event:
+        text = formatEvent(event)
+        if text:
+            return text
+    failure = event.get("log_failure")
+    if isinstance(failure, dict) and isinstance(failure.get("type"), dict):
+        # Logger.failure without a message: say what was raised, and where.
+        kind = failure["type"]
+        where = "".join(
+            f"\n  {frame[1]}:{frame[2]} in {frame[0]}"
+            for frame in failure.get("frames", [])
+            if isinstance(frame, list) and len(frame) >= 3
+        )
+        return (
+            f"{event.get('log_namespace', '?')} logged a failure:"
+            f" {kind.get('__module__')}.{kind.get('__name__')}{where}"
+        )
+    return json.dumps(event)
+
+
+def hasTraceback(event: dict) -> bool:
+    """
+    @return: whether C{event} (as parsed from JSON) reports an exception
+        with its traceback: C{Logger.failure}, legacy C{log.err}, or an
+        "Unhandled Error" of the reactor.
+    """
+    return (
+        "log_failure" in event
+        or "failure" in event
+        or "Traceback (most recent call last)" in str(event.get("log_text", ""))
+    )
+
+
+def isError(event: dict) -> bool:
+    """
+    @return: whether C{event} (as parsed from JSON) was logged at level
+        error or critical, or reports an exception.
+    """
+    level = event.get("log_level")
+    name = level.get("name") if isinstance(level, dict) else None
+    return bool(event.get("isError")) or name in ("error", "critical") or hasTraceback(event)
+
+
+def _readableRecords(output: bytes) -> list[str]:
+    """
+    @return: the records of C{output}, JSON events shown as L{eventText}.
+    """
+    shown = []
+    for record in _RECORD_BOUNDARY.split(output):
+        event = parseLogRecord(record)
+        if event is not None:
+            shown.append(eventText(event))
+        elif record.strip():
+            shown.append(record.decode("utf-8", "replace").rstrip())
+    return shown
+
+
+def parseLogRecord(record: bytes) -> dict | None:
+    """
+    Parse one record of a JSON log, as written by C{twistd
+    --logger=netservices.logs.jsonLines} (one object per line) or C{twist
+    --log-format=json} (each object after a C{\\x1e} record separator).
+
+    @return: the event, or L{None} if C{record} is not a JSON object.
+    """
+    record = record.strip(b"\x1e \t\r\n")
+    if not record:
+        return None
+    try:
+        event = json.loads(record)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def scriptCommand(name: str, fallback: Sequence[str] | None = None) -> list[str]:
+    """
+    @param fallback: arguments for C{sys.executable} that do what the
+        script does; by default those of L{FALLBACKS}.
+    @return: the command line that runs the console script C{name} of the
+        running Python environment: the script next to C{sys.executable}
+        if there is one, else C{sys.executable} with C{fallback}.
+    """
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), name)
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, *(FALLBACKS[name] if fallback is None else fallback)]
+
+
+def twistdCommand(args: Sequence[str], runner: str = "twistd") -> list[str]:
+    """
+    @param args: the sub-command and its options, e.g. C{["tcp-info",
+        "--port", "0"]}.
+    @param runner: C{"twistd"} (in the foreground, without a PID file,
+        logging JSON lines to stdout) or C{"twist"} (logging JSON records).
+    @return: the command line that runs a netservices service.
+    """
+    if runner == "twistd":
+        command = scriptCommand("twistd")
+        return [*command, "-n", "--pidfile=", f"--logger={JSON_LOGGER}", "netservices", *args]
+    if runner == "twist":
+        command = scriptCommand("twist")
+        return [*command, "--log-format=json", "netservices", *args]
+    raise ValueError(f"unknown runner {runner!r}: expected 'twistd' or 'twist'")
+
+
+def netservicesCommand(args: Sequence[str]) -> list[str]:
+    """
+    @return: the command line that runs C{netservices ARGS}.
+    """
+    return [*scriptCommand("netservices"), *args]
+
+
+def childEnvironment() -> dict[str, str]:
+    """
+    @return: the environment for child processes: ours, with unbuffered
+        output so that every log line arrives as soon as it is written.
+    """
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _exitCode(reason: Failure) -> int | None:
+    """
+    @return: the exit status in C{processEnded}'s C{reason}, or minus the
+        number of the signal that ended the process.
+    """
+    code = getattr(reason.value, "exitCode", None)
+    if code is not None:
+        return code
+    number = getattr(reason.value, "signal", None)
+    if number is not None:
+        return -number
+    return 0 if reason.check(ProcessDone) else None
+
+
+def _spawn(
+    reactor, protocol: ProcessProtocol, argv: Sequence[str], env, path: str | None = None
+) -> str | None:
+    """
+    Start C{argv} with C{protocol} in directory C{path}, or by default in a
+    new temporary directory which is removed when the process has ended.
+
+    @return: the temporary directory, or L{None} if C{path} was given.
+    """
+    directory = tempfile.mkdtemp(prefix="netservices-test-") if path is None else None
+    try:
+        reactor.spawnProcess(
+            protocol,
+            argv[0],
+            list(argv),
+            env=childEnvironment() if env is None else env,
+            path=path if directory is None else directory,
+        )
+    except BaseException:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
+
+
+def _deadline(
+    reactor,
+    waiting: Deferred,
+    timeout: float,
+    kill: Callable[[], None],
+    timedOut: Callable[[], Exception],
+) -> Deferred:
+    """
+    Give C{waiting} C{timeout} seconds; after that, C{kill} the process and
+    fail with C{timedOut()} once C{waiting} has fired.
+
+    @param waiting: fires or fails at the latest when the process has ended.
+    @return: a L{Deferred} with C{waiting}'s result.
+    """
+    result: Deferred = Deferred()
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        kill()
+
+    call = reactor.callLater(timeout, expire)
+
+    def finish(outcome) -> None:
+        if call.active():
+            call.cancel()
+        if expired:
+            result.errback(Failure(timedOut()))
+        elif isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    waiting.addBoth(finish)
+    return result
+
+
+class _ProcessBase(ProcessProtocol):
+    """
+    What L{TwistdProcess} and L{runProcess} share: output, exit status, and
+    signals sent to our own PID only.
+    """
+
+    def __init__(self, reactor, argv: Sequence[str]) -> None:
+        self.reactor = reactor
+        self.argv = list(argv)
+        self.directory: str | None = None
+        self.exitCode: int | None = None
+        self.ended = False
+        self._stdout = bytearray()
+        self._stderr = bytearray()
+        self._endWaiters: list[Deferred] = []
+
+    @property
+    def stdout(self) -> bytes:
+        """
+        Everything the process wrote to standard output so far.
+        """
+        return bytes(self._stdout)
+
+    @property
+    def stderr(self) -> bytes:
+        """
+        Everything the process wrote to standard error so far.
+        """
+        return bytes(self._stderr)
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The PID of the process, while it runs.
+        """
+        return getattr(self.transport, "pid", None)
+
+    def outReceived(self, data: bytes) -> None:
+        self._stdout += data
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exitCode = _exitCode(reason)
+        self.ended = True
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        waiters, self._endWaiters = self._endWaiters, []
+        for waiter in waiters:
+            waiter.callback(self.exitCode)
+
+    def whenEnded(self) -> Deferred:
+        """
+        @return: a L{Deferred} firing with the exit status (see
+            L{ProcessFailed.exitCode}) once the process has exited and its
+            output has all been read.
+        """
+        if self.ended:
+            return succeed(self.exitCode)
+        waiter: Deferred = Deferred()
+        self._endWaiters.append(waiter)
+        return waiter
+
+    def sendSignal(self, name: str) -> None:
+        """
+        Send signal C{name} (C{"TERM"}, C{"KILL"}, ...) to the process we
+        started, if it still runs.
+        """
+        if self.ended or self.transport is None:
+            return
+        try:
+            self.transport.signalProcess(name)
+        except ProcessExitedAlready:
+            pass
+
+    def _kill(self) -> None:
+        self.sendSignal("KILL")
+
+    def _failure(self, message: str, kind: type = ProcessFailed) -> Exception:
+        return kind(message, self.argv, self.exitCode, self.stdout, self.stderr)
+
+
+class TwistdProcess(_ProcessBase):
+    """
+    A server started by L{startTwistd}, whose JSON log lines are parsed as
+    they arrive.
+
+    @ivar events: every event logged so far, parsed from JSON.
+    @ivar unparsed: lines of standard output that were not JSON events.
+    @ivar listening: a L{ListeningAddress} for each C{listening on} event.
+    @ivar listeners: how many C{listening on} events L{startTwistd} waits
+        for.
+    """
+
+    def __init__(self, reactor, argv: Sequence[str], listeners: int) -> None:
+        super().__init__(reactor, argv)
+        self.listeners = listeners
+        self.events: list[dict] = []
+        self.unparsed: list[str] = []
+        self.listening: list[ListeningAddress] = []
+        self._partial = b""
+        self._eventWaiters: list[tuple[Callable[[dict], bool], Deferred]] = []
+        self._listeningWaiter: Deferred | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int | None]]:
+        """
+        The C{(host, port)} of each C{listening on} event, in the order they
+        were logged (which is the order of the C{--listen} options).
+        """
+        return [(address.host, address.port) for address in self.listening]
+
+    def outReceived(self, data: bytes) -> None:
+        super().outReceived(data)
+        records = _RECORD_BOUNDARY.split(self._partial + data)
+        self._partial = records.pop()
+        for record in records:
+            self._recordReceived(record)
+
+    def _recordReceived(self, record: bytes) -> None:
+        event = parseLogRecord(record)
+        if event is None:
+            text = record.strip(b"\x1e \t\r\n")
+            if text:
+                self.unparsed.append(text.decode("utf-8", "replace"))
+            return
+        self.eventReceived(event)
+
+    def eventReceived(self, event: dict) -> None:
+        """
+        Record one logged event and fire whatever waited for it.
+        """
+        self.events.append(event)
+        address = listeningAddress(event)
+        if address is not None:
+            self.listening.append(address)
+            reached = self._listeningWaiter
+            if reached is not None and len(self.listening) >= self.listeners:
+                self._listeningWaiter = None
+                reached.callback(self)
+        for waiter in list(self._eventWaiters):
+            predicate, waiting = waiter
+            try:
+                matched = predicate(event)
+            except Exception:
+                self._eventWaiters.remove(waiter)
+                waiting.errback()
+                continue
+            if matched:
+                self._eventWaiters.remove(waiter)
+                waiting.callback(event)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._partial:
+            partial, self._partial = self._partial, b""
+            self._recordReceived(partial)
+        super().processEnded(reason)
+        reached, self._listeningWaiter = self._listeningWaiter, None
+        if reached is not None:
+            reached.errback(
+                self._failure(
+                    f"exited after {len(self.listening)} of {self.listeners}"
+                    " 'listening on' events"
+                )
+            )
+        waiters, self._eventWaiters = self._eventWaiters, []
+        for _, waiting in waiters:
+            waiting.errback(self._failure("exited before the awaited event"))
+
+    def eventsMatching(self, predicate: Callable[[dict], bool]) -> list[dict]:
+        """
+        @return: the events logged so far for which C{predicate} is true.
+        """
+        return [event for event in self.events if predicate(event)]
+
+    def waitForEvent(
+        self,
+        predicate: Callable[[dict], bool],
+        timeout: float = DEFAULT_TIMEOUT,
+        past: bool = True,
+    ) -> Deferred:
+        """
+        Wait for an event for which C{predicate} is true.
+
+        @param past: whether an event logged already counts; if not, only
+            events logged from now on do.
+        @return: a L{Deferred} firing with the first such event; it fails
+            with L{ProcessFailed} if the process ends first, with
+            L{twisted.internet.defer.TimeoutError} after C{timeout}
+            seconds, or with what C{predicate} raised.
+        """
+        if past:
+            for event in self.events:
+                if predicate(event):
+                    return succeed(event)
+        if self.ended:
+            return fail(self._failure("had exited before the awaited event"))
+        waiter: tuple[Callable[[dict], bool], Deferred]
+
+        def cancel(waiting: Deferred) -> None:
+            if waiter in self._eventWaiters:
+                self._eventWaiters.remove(waiter)
+
+        waiting: Deferred = Deferred(cancel)
+        waiter = (predicate, waiting)
+        self._eventWaiters.append(waiter)
+        waiting.addTimeout(timeout, self.reactor)
+        return waiting
+
+    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred:
+        """
+        Send C{SIGTERM} to the process (our own PID, nothing else) and wait
+        for it to end; if it has not ended after C{timeout} seconds, kill it
+        and fail with L{ProcessTimeout}.  Safe to call more than once, and
+        after the process has ended.
+
+        Note that C{twistd} and C{twist} shut down cleanly on C{SIGTERM} and
+        then end themselves with that same signal (so that a supervisor
+        sees why they stopped): the exit status of a clean stop is
+        L{CLEAN_STOP}, not 0.
+
+        @return: a L{Deferred} firing with the exit status.
+        """
+        self.sendSignal("TERM")
+        return _deadline(
+            self.reactor,
+            self.whenEnded(),
+            timeout,
+            self._kill,
+            lambda: self._failure(
+                f"still running {timeout:g} s after SIGTERM; killed", ProcessTimeout
+            ),
+        )
+
+    def _untilListening(self, timeout: float) -> Deferred:
+        """
+        @return: a L{Deferred} firing with C{self} once C{listeners}
+            C{listening on} events have been logged (see L{startTwistd}).
+        """
+        if len(self.listening) >= self.listeners:
+            return succeed(self)
+        if self.ended:
+            return fail(self._failure("had exited before listening"))
+        self._listeningWaiter = Deferred()
+        return _deadline(
+            self.reactor,
+            self._listeningWaiter,
+            timeout,
+            self._kill,
+            lambda: self._failure(
+                f"did not log {self.listeners} 'listening on' events within"
+                f" {timeout:g} s; killed",
+                ProcessTimeout,
+            ),
+        )
+
+
+def startTwistd(
+    reactor,
+    args: Sequence[str],
+    listeners: int,
+    runner: str = "twistd",
+    timeout: float = DEFAULT_TIMEOUT,
+    env: dict[str, str] | None = None,
+) -> Deferred:
+    """
+    Start a netservices service (see L{twistdCommand}) in a new temporary
+    directory, and wait until it has logged C{listeners} C{listening on}
+    events.
+
+    The caller must stop the process (L{TwistdProcess.stop}), e.g. with
+    C{self.addCleanup(process.stop)}; if starting fails, the process has
+    already ended.
+
+    @param args: the sub-command and its options.
+    @param listeners: how many C{listening on} events to wait for: one per
+        C{--listen}, C{--port} and C{--http-listen}.
+    @param runner: C{"twistd"} or C{"twist"}.
+    @param env: the environment (default: L{childEnvironment}).
+    @return: a L{Deferred} firing with the L{TwistdProcess}, or failing with
+        L{ProcessFailed} (whose message holds the output) if the process
+        exits first, or L{ProcessTimeout} after C{timeout} seconds.
+    """
+    if listeners < 1:
+        raise ValueError("listeners must be at least 1")
+    argv = twistdCommand(args, runner)
+    process = TwistdProcess(reactor, argv, listeners)
+    process.directory = _spawn(reactor, process, argv, env)
+    process.transport.closeStdin()
+    return process._untilListening(timeout)
+
+
+class _OutputCollector(_ProcessBase):
+    """
+    Collects a command's output until it ends.
+    """
+
+
+def runProcess(
+    reactor,
+    argv: Sequence[str],
+    timeout: float = DEFAULT_TIMEOUT,
+    env: dict[str, str] | None = None,
+    path: str | None = None,
+) -> Deferred:
+    """
+    Run C{argv} to completion, with nothing on its standard input, in
+    directory C{path} (by default a new temporary directory).
+
+    Unlike L{twisted.internet.utils.getProcessOutputAndValue}, a command
+    that outlives C{timeout} is killed (and waited for).
+
+    @return: a L{Deferred} firing with C{(stdout, stderr, exitStatus)}
+        (bytes, bytes, int; minus the signal number if a signal ended it),
+        or failing with L{ProcessTimeout}.
+    """
+    collector = _OutputCollector(reactor, argv)
+    collector.directory = _spawn(reactor, collector, argv, env, path)
+    collector.transport.closeStdin()
+    ended = collector.whenEnded()
+    ended.addCallback(lambda code: (collector.stdout, collector.stderr, code))
+    return _deadline(
+        reactor,
+        ended,
+        timeout,
+        collector._kill,
+        lambda: collector._failure(
+            f"still running after {timeout:g} s; killed", ProcessTimeout
+        ),
+    )
+
+
+def runCommand(
+    reactor, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT
+) -> Deferred:
+    """
+    Run the C{netservices} console command with arguments C{argv}.
+
+    @return: see L{runProcess}.
+    """
+    return runProcess(reactor, netservicesCommand(argv), timeout)
+
+
+def runTwistd(
+    reactor, args: Sequence[str], runner: str = "twistd", timeout: float = DEFAULT_TIMEOUT
+) -> Deferred:
+    """
+    Run a netservices service (see L{twistdCommand}) to completion, e.g.
+    with C{--help} or options it must refuse.
+
+    @return: see L{runProcess}.
+    """
+    return runProcess(reactor, twistdCommand(args, runner), timeout)
+
+
+@attrs.frozen
+class StreamAnswer:
+    """
+    What L{fetchStream} or L{fetchFrom} received.
+
+    @ivar data: everything the server sent before it closed the connection.
+    @ivar host: our end's address (for a UNIX socket, its name, often
+        L{None}).
+    @ivar port: our end's port (L{None} for a UNIX socket).
+    """
+
+    data: bytes
+    host: str | None
+    port: int | None
+
+
+class _StreamFetcher(Protocol):
+    """
+    Sends some bytes, optionally starts TLS, then collects what arrives
+    until the server closes the connection.
+    """
+
+    def __init__(self, send: bytes, tlsOptions) -> None:
+        self.send = send
+        self.tlsOptions = tlsOptions
+        self.received = bytearray()
+        self.local = None
+        self.lost: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.local = self.transport.getHost()
+        if self.send:
+            self.transport.write(self.send)
+        if self.tlsOptions is not None:
+            self.transport.startTLS(self.tlsOptions)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:
+        if reason.check(ConnectionDone):
+            host = getattr(self.local, "host", getattr(self.local, "name", None))
+            port = getattr(self.local, "port", None)
+            self.lost.callback(StreamAnswer(bytes(self.received), host, port))
+        else:
+            self.lost.errback(reason)
+
+
+def fetchStream(
+    reactor,
+    host: str,
+    port: int,
+    send: bytes = b"",
+    tlsOptions=None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Deferred:
+    """
+    Connect over TCP to C{host} (an IPv4 or IPv6 address), send C{send}
+    (e.g. a PROXY header), then start TLS with C{tlsOptions} if given, and
+    read until the server closes the connection.
+
+    @return: see L{fetchFrom}.
+    """
+    endpoint = (TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint)(
+        reactor, host, port, timeout=timeout
+    )
+    return fetchFrom(reactor, endpoint, send, tlsOptions, timeout)
+
+
+def fetchFrom(
+    reactor,
+    endpoint: IStreamClientEndpoint,
+    send: bytes = b"",
+    tlsOptions=None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Deferred:
+    """
+    Connect to C{endpoint} (e.g. a
+    L{twisted.internet.endpoints.UNIXClientEndpoint}), send C{send},
+    then start TLS with C{tlsOptions} if given, and read until the server
+    closes the connection.
+
+    @return: a L{Deferred} firing with the L{StreamAnswer}; it fails if the
+        connection is not closed cleanly (a TLS error, say), or with
+        L{twisted.internet.defer.TimeoutError} after C{timeout} seconds, by
+        which time the connection has been aborted and closed.
+    """
+    return Deferred.fromCoroutine(_fetchFrom(reactor, endpoint, send, tlsOptions, timeout))
+
+
+async def _fetchFrom(reactor, endpoint, send, tlsOptions, timeout) -> StreamAnswer:
+    fetcher = _StreamFetcher(send, tlsOptions)
+    await connectProtocol(endpoint, fetcher)
+
+    def timedOut() -> Exception:
+        return DeferredTimeoutError(
+            f"the server did not close the connection within {timeout:g} s"
+            f" (received {bytes(fetcher.received)!r})"
+        )
+
+    return await _deadline(
+        reactor, fetcher.lost, timeout, fetcher.transport.abortConnection, timedOut
+    )
+
+
+class DatagramClient(DatagramProtocol):
+    """
+    A UDP socket for tests: L{send} datagrams, and take those received in
+    order with L{nextDatagram}.
+
+    Make one with L{openDatagramClient}; L{close} it when done.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self._received: list[tuple[bytes, tuple]] = []
+        self._waiting: list[Deferred] = []
+        self._port = None
+        self._closed: Deferred | None = None
+
+    @property
+    def port(self) -> int:
+        """
+        Our port number.
+        """
+        return self._port.getHost().port
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        """
+        Send one datagram to C{address}, C{(host, port)}.
+        """
+        self._port.write(data, address)
+
+    def datagramReceived(self, data: bytes, address) -> None:
+        if self._waiting:
+            self._waiting.pop(0).callback((data, address[:2]))
+        else:
+            self._received.append((data, address[:2]))
+
+    def nextDatagram(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred:
+        """
+        @return: a L{Deferred} firing with C{(data, (host, port))} of the
+            next datagram not yet taken, or failing with
+            L{twisted.internet.defer.TimeoutError} after C{timeout}
+            seconds.
+        """
+        if self._received:
+            return succeed(self._received.pop(0))
+
+        def cancel(waiting: Deferred) -> None:
+            if waiting in self._waiting:
+                self._waiting.remove(waiting)
+
+        waiting: Deferred = Deferred(cancel)
+        self._waiting.append(waiting)
+        waiting.addTimeout(timeout, self.reactor)
+        return waiting
+
+    def close(self) -> Deferred:
+        """
+        Stop listening; safe to call more than once.
+
+        @return: a L{Deferred} firing when the socket is closed.
+        """
+        if self._closed is None:
+            self._closed = maybeDeferred(self._port.stopListening)
+        closing: Deferred = Deferred()
+        self._closed.addBoth(lambda result: (closing.callback(None), result)[1])
+        return closing
+
+
+def openDatagramClient(reactor, interface: str) -> DatagramClient:
+    """
+    @param interface: the address to bind to, on a port the system picks:
+        C{"127.0.0.1"}, C{"::1"}, ...
+    @return: a listening L{DatagramClient}.
+    """
+    client = DatagramClient(reactor)
+    client._port = reactor.listenUDP(0, client, interface=interface)
+    return client
+
+
+def oneLineFailure(
+    testCase, result: tuple[bytes, bytes, int], *mentions: str, code: int | None = None
+) -> str:
+    """
+    Check that a command failed the way our commands must fail on bad
+    input: a non-zero exit status (C{code} if given), one line on stderr
+    mentioning each of C{mentions}, nothing on stdout, no traceback.
+
+    @param result: C{(stdout, stderr, exit status)} as L{runCommand} gives.
+    @return: the line.
+    """
+    out, err, status = result
+    testCase.assertNotIn(b"Traceback", out + err)
+    if code is None:
+        testCase.assertNotEqual(status, 0, (out, err))
+    else:
+        testCase.assertEqual(status, code, (out, err))
+    testCase.assertEqual(out, b"")
+    lines = err.decode().splitlines()
+    testCase.assertEqual(len(lines), 1, err)
+    for text in mentions:
+        testCase.assertIn(text, lines[0])
+    return lines[0]
