@@ -35,16 +35,25 @@ is left behind.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import re
 import shutil
+import subprocess
 import signal
+import socket
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable, Sequence
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import (
@@ -57,6 +66,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol, Protocol
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 #: Seconds any one step (starting, waiting for an event, stopping, running a
 #: command) may take before it fails.
@@ -647,6 +657,7 @@ def startTwistd(
     runner: str = "twistd",
     timeout: float = DEFAULT_TIMEOUT,
     env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Deferred:
     """
     Start a netservices service (see L{twistdCommand}) in a new temporary
@@ -662,13 +673,16 @@ def startTwistd(
         C{--listen}, C{--port} and C{--http-listen}.
     @param runner: C{"twistd"} or C{"twist"}.
     @param env: the environment (default: L{childEnvironment}).
+    @param prefix: a command that runs the rest, such as
+        L{NetworkLab.prefix}'s C{ip netns exec NS}; it must exec it, so
+        that the PID stopped is the service's.
     @return: a L{Deferred} firing with the L{TwistdProcess}, or failing with
         L{ProcessFailed} (whose message holds the output) if the process
         exits first, or L{ProcessTimeout} after C{timeout} seconds.
     """
     if listeners < 1:
         raise ValueError("listeners must be at least 1")
-    argv = twistdCommand(args, runner)
+    argv = [*prefix, *twistdCommand(args, runner)]
     process = TwistdProcess(reactor, argv, listeners)
     process.directory = _spawn(reactor, process, argv, env)
     process.transport.closeStdin()
@@ -916,7 +930,8 @@ def openDatagramClient(reactor, interface: str) -> DatagramClient:
     @return: a listening L{DatagramClient}.
     """
     client = DatagramClient(reactor)
-    client._port = reactor.listenUDP(0, client, interface=interface)
+    # 65535: the default of 8192 would truncate larger answers silently.
+    client._port = reactor.listenUDP(0, client, interface=interface, maxPacketSize=65535)
     return client
 
 
@@ -943,3 +958,197 @@ def oneLineFailure(
     for text in mentions:
         testCase.assertIn(text, lines[0])
     return lines[0]
+
+
+class NetworkLab:
+    """
+    A LAN of hosts made of network namespaces, for tests of what crosses a
+    network (broadcast, multicast, loss): host I is namespace C{NAME<I>}
+    with C{eth0} at C{SUBNET.I/24}, all on one bridge in namespace
+    C{NAMEbr}.  Nothing is created in the caller's namespace, and the
+    subnet exists only inside the lab, so nothing sent in it leaves it.
+    Needs root and C{ip} (iproute2).
+
+    @ivar hosts: how many hosts.
+    """
+
+    def __init__(self, hosts: int, subnet: str = "10.213.0", name: str | None = None) -> None:
+        self.hosts = hosts
+        self.subnet = subnet
+        self.name = name or f"ns{os.getpid()}x"
+        self._created: list[str] = []
+
+    def namespace(self, host: int) -> str:
+        """
+        @return: the namespace of host C{host} (1-based).
+        """
+        return f"{self.name}{host}"
+
+    def address(self, host: int) -> str:
+        """
+        @return: the IPv4 address of host C{host}.
+        """
+        return f"{self.subnet}.{host}"
+
+    @property
+    def broadcast(self) -> str:
+        """
+        The subnet's directed broadcast address.
+        """
+        return f"{self.subnet}.255"
+
+    def prefix(self, host: int) -> list[str]:
+        """
+        @return: the command prefix that runs a command on host C{host}.
+        """
+        return ["ip", "netns", "exec", self.namespace(host)]
+
+    def run(self, host: int | None, *argv: str) -> str:
+        """
+        Run a short command on host C{host} (or in the bridge namespace for
+        L{None}) and return its output.
+
+        @raise RuntimeError: if it fails, with its output.
+        """
+        namespace = self.name + "br" if host is None else self.namespace(host)
+        completed = subprocess.run(
+            ["ip", "netns", "exec", namespace, *argv],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if completed.returncode:
+            raise RuntimeError(
+                f"{' '.join(argv)} in {namespace}: {completed.stderr.decode().strip()}"
+            )
+        return completed.stdout.decode()
+
+    def _ip(self, *argv: str) -> None:
+        completed = subprocess.run(["ip", *argv], capture_output=True, timeout=30)
+        if completed.returncode:
+            raise RuntimeError(f"ip {' '.join(argv)}: {completed.stderr.decode().strip()}")
+
+    def create(self) -> None:
+        """
+        Build the lab.  Call L{remove} afterwards, also when this fails.
+        """
+        bridge = self.name + "br"
+        for namespace in [bridge] + [self.namespace(i) for i in range(1, self.hosts + 1)]:
+            self._ip("netns", "add", namespace)
+            self._created.append(namespace)
+            self.run(None if namespace == bridge else int(namespace[len(self.name):]),
+                     "ip", "link", "set", "lo", "up")
+        self.run(None, "ip", "link", "add", "br0", "type", "bridge")
+        self.run(None, "ip", "link", "set", "br0", "up")
+        for i in range(1, self.hosts + 1):
+            # Both ends are made inside their namespaces: no interface ever
+            # appears in the caller's namespace.
+            self._ip(
+                "-n", self.namespace(i), "link", "add", "eth0", "type", "veth",
+                "peer", "name", f"veth{i}", "netns", bridge,
+            )
+            self.run(None, "ip", "link", "set", f"veth{i}", "master", "br0", "up")
+            self.run(i, "ip", "addr", "add", f"{self.address(i)}/24",
+                     "brd", self.broadcast, "dev", "eth0")
+            self.run(i, "ip", "link", "set", "eth0", "up")
+
+    def remove(self) -> None:
+        """
+        Remove every namespace this lab created (their interfaces go with
+        them).  Processes must have been stopped first.
+        """
+        while self._created:
+            subprocess.run(["ip", "netns", "del", self._created.pop()], capture_output=True, timeout=30)
+
+
+def writeCertificate(directory: Path) -> tuple[Path, Path]:
+    """
+    Write a self-signed EC P-256 certificate for C{localhost} and
+    C{127.0.0.1}.
+
+    @return: the path of the key and certificate in one PEM file (what
+        C{ssl:...:privateKey=} takes when C{certKey} is not given), and of
+        the certificate alone (what clients trust).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
+    keyPEM = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    both, alone = directory / "server.pem", directory / "ca.pem"
+    both.write_bytes(keyPEM + certificatePEM)
+    alone.write_bytes(certificatePEM)
+    return both, alone
+
+
+def canBindIPv6Loopback() -> bool:
+    """
+    @return: whether this host has C{::1} (some containers have no IPv6).
+    """
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+#: Why tests that need both address families are skipped, if they are.
+NO_IPV6 = None if canBindIPv6Loopback() else "this host has no IPv6 loopback (::1)"
+
+
+class TwistdTestCase(TestCase):
+    """
+    Starts a server for each test, and stops it (by its own PID) after.
+    """
+
+    async def startServer(
+        self, args: list[str], listeners: int, prefix: Sequence[str] = ()
+    ) -> TwistdProcess:
+        """
+        Start C{twistd -n netservices ARGS} (after C{prefix}, see
+        L{startTwistd}); it is stopped after the test, and must not have
+        logged any error.
+        """
+        from twisted.internet import reactor
+
+        server = await startTwistd(reactor, args, listeners, prefix=prefix)
+        self.addCleanup(self.assertNoErrorsLogged, server)
+        self.addCleanup(server.stop)
+        return server
+
+    def assertNoErrorsLogged(self, server: TwistdProcess) -> None:
+        """
+        Check that C{server} logged no error and no traceback.
+        """
+        self.assertEqual([eventText(event) for event in server.eventsMatching(isError)], [])
+
+    def temporaryDirectory(self) -> Path:
+        """
+        @return: a new directory, removed after the test (not under the
+            current directory, which is the source tree under pytest).
+        """
+        directory = Path(tempfile.mkdtemp(prefix="netservices-test-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory

@@ -15,6 +15,7 @@ from __future__ import annotations
 import attrs
 from twisted.logger import Logger
 
+from netservices._common.addresses import joinHostPort
 from netservices._common.datagram import DatagramInfo
 from netservices._common.ratelimit import PrefixRateLimiter
 from netservices._common.udp import DatagramGuard, GuardedDatagramProtocol
@@ -53,7 +54,7 @@ class UDPInfoProtocol(GuardedDatagramProtocol):
         if len(answer) > len(data):
             self.guard.refusals.refuse(
                 "request-shorter-than-answer",
-                f"{sighting.ip} port {sighting.port}",
+                joinHostPort(*addr),
                 size=len(data),
             )
             return
@@ -65,7 +66,7 @@ class UDPInfoProtocol(GuardedDatagramProtocol):
             request = stun.parseBindingRequest(data)
         except stun.MalformedStun as e:
             self.guard.refusals.refuse(
-                "malformed-stun", f"{sighting.ip} port {sighting.port}", error=str(e)
+                "malformed-stun", joinHostPort(*addr), error=str(e)
             )
             return
         answer = stun.bindingResponse(

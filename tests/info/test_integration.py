@@ -6,34 +6,26 @@ sockets, an HTTP client, PROXY headers, TLS and the Debian STUN client.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import os
-import shutil
-import socket
 import struct
-import tempfile
-from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 
 from netservices.testing import (
+    NO_IPV6,
+    TwistdTestCase,
+    writeCertificate,
     oneLineFailure,
     CLEAN_STOP,
     StreamAnswer,
-    TwistdProcess,
     eventText,
     fetchFrom,
     fetchStream,
@@ -41,7 +33,6 @@ from netservices.testing import (
     openDatagramClient,
     runCommand,
     runProcess,
-    startTwistd,
 )
 
 #: The fields of an answer and of the log event of each client, in the
@@ -60,22 +51,6 @@ SHORT_JSON_QUERY = b"json\n"
 STUN_CLIENT = "/usr/bin/stun"
 
 PROXY_V1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 7007\r\n"
-
-
-def canBindIPv6Loopback() -> bool:
-    """
-    @return: whether this host has C{::1} (some containers have no IPv6).
-    """
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-#: Why tests that need both address families are skipped, if they are.
-NO_IPV6 = None if canBindIPv6Loopback() else "this host has no IPv6 loopback (::1)"
 
 
 def proxyV2(source: str, sourcePort: int, destination: str, destinationPort: int) -> bytes:
@@ -193,76 +168,10 @@ def escapeDescription(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def writeCertificate(directory: Path) -> tuple[Path, Path]:
+class ServerTestCase(TwistdTestCase):
     """
-    Write a self-signed EC P-256 certificate for C{localhost} and
-    C{127.0.0.1}.
-
-    @return: the path of the key and certificate in one PEM file (what
-        C{ssl:...:privateKey=} takes when C{certKey} is not given), and of
-        the certificate alone (what clients trust).
+    Starts servers for tests, and stops them (by their own PID) after.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
-    keyPEM = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    both, alone = directory / "server.pem", directory / "ca.pem"
-    both.write_bytes(keyPEM + certificatePEM)
-    alone.write_bytes(certificatePEM)
-    return both, alone
-
-
-class ServerTestCase(TestCase):
-    """
-    Starts a server for each test, and stops it (by its own PID) after.
-    """
-
-    async def startServer(self, args: list[str], listeners: int) -> TwistdProcess:
-        """
-        Start C{twistd -n netservices ARGS}; it is stopped after the test,
-        and must not have logged any error.
-        """
-        server = await startTwistd(reactor, args, listeners)
-        self.addCleanup(self.assertNoErrorsLogged, server)
-        self.addCleanup(server.stop)
-        return server
-
-    def assertNoErrorsLogged(self, server: TwistdProcess) -> None:
-        """
-        Check that C{server} logged no error and no traceback.
-        """
-        self.assertEqual([eventText(event) for event in server.eventsMatching(isError)], [])
-
-    def temporaryDirectory(self) -> Path:
-        """
-        @return: a new directory, removed after the test (not under the
-            current directory, which is the source tree under pytest).
-        """
-        directory = Path(tempfile.mkdtemp(prefix="netservices-test-"))
-        self.addCleanup(shutil.rmtree, directory, True)
-        return directory
 
     def assertOneLineFailure(self, result, *mentions: str) -> str:
         """
