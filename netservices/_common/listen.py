@@ -122,50 +122,44 @@ def describeAddress(address: object) -> str:
     return f"unix {name}" if name is not None else str(address)
 
 
-def positiveInt(value: str) -> int:
+def numberOption(
+    kind: type, accept: Callable[[float], bool], description: str, note: str = ""
+) -> Callable[[str], float]:
     """
-    Coerce an option value to an integer of at least 1.
+    Make a coercer for C{usage.Options} parameters.
+
+    @param kind: C{int} or C{float}.
+    @param accept: whether a parsed value is allowed.
+    @param description: what is allowed, for the error message.
+    @param note: appended to the option's help.
     """
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive integer")
-    return number
+
+    def coerce(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number != number or not accept(number):
+            raise ValueError(f"{value!r} is not {description}")
+        return number
+
+    coerce.__doc__ = f"Coerce an option value to {description}."
+    if note:
+        coerce.coerceDoc = note  # type: ignore[attr-defined]
+    return coerce
 
 
-positiveInt.coerceDoc = "At least 1."  # type: ignore[attr-defined]
-
-
-def nonNegativeInt(value: str) -> int:
-    """
-    Coerce an option value to an integer of at least 0.
-    """
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
-
-
-nonNegativeInt.coerceDoc = "0 means no limit."  # type: ignore[attr-defined]
-
-
-def nonNegativeFloat(value: str) -> float:
-    """
-    Coerce an option value to a finite number of at least 0.
-    """
-    number = float(value)
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"{value} is not a number of at least 0")
-    return number
-
-
-def portNumber(value: str) -> int:
-    """
-    Coerce an option value to a port number.
-    """
-    number = int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError(f"{value} is not a port number (0-65535)")
-    return number
+positiveInt = numberOption(int, lambda n: n >= 1, "an integer of at least 1", "At least 1.")
+nonNegativeInt = numberOption(
+    int, lambda n: n >= 0, "an integer of at least 0", "0 means no limit."
+)
+nonNegativeFloat = numberOption(
+    float, lambda n: 0 <= n < float("inf"), "a finite number of at least 0"
+)
+positiveFloat = numberOption(
+    float, lambda n: 0 < n < float("inf"), "a finite number above 0"
+)
+portNumber = numberOption(int, lambda n: 0 <= n <= 65535, "a port number (0-65535)")
 
 
 def defaultOf(cls, name: str):
