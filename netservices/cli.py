@@ -3,35 +3,104 @@
 The C{netservices} command: clients and tools for the services.
 
     netservices info tcp|udp|stun HOST[:PORT] [options]
+    netservices echo tcp|udp HOST[:PORT] [MESSAGE...] [options]
 """
 
 from __future__ import annotations
 
 import getopt
 import json
+import os
 import sys
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 from twisted.python import usage
 
 from netservices._common.addresses import joinHostPort, splitHostPort
-from netservices._common.listen import nonNegativeInt
-from netservices.info.client import InfoError, askSTUN, askTCP, askUDP
+from netservices._common.client import ClientError
+from netservices._common.listen import (
+    nonNegativeFloat,
+    numberOption,
+    positiveFloat,
+    positiveInt,
+)
+from netservices.echo.client import (
+    DEFAULT_COUNT,
+    DEFAULT_SIZE,
+    HEADER,
+    MAX_TCP_MESSAGE,
+    MAX_TRIES,
+    MAX_UDP_MESSAGE,
+    EchoError,
+    LineReader,
+    describeEvent,
+    describeSummary,
+    echoTCP,
+    echoUDP,
+    generatedMessages,
+    summaryEvent,
+)
+from netservices.echo.tap import ECHO_PORT
+from netservices.info.client import askSTUN, askTCP, askUDP
 from netservices.info.tap import TCP_INFO_PORT, UDP_INFO_PORT
 from netservices.info.wire import Sighting
 
 
-def positiveFloat(value: str) -> float:
-    """
-    Coerce an option value to a finite number above 0.
-    """
-    number = float(value)
-    if not 0 < number < float("inf"):
-        raise ValueError(f"{value} is not a number above 0")
-    return number
+#: Retries: at least 0, where 0 means none (not "no limit").
+retryCount = numberOption(int, lambda n: n >= 0, "an integer of at least 0")
 
 
-class _InfoOptions(usage.Options):
+class _ClientOptions(usage.Options):
+    """
+    What every client mode takes: C{HOST[:PORT]}, with options before or
+    after it.
+    """
+
+    defaultPort: int
+    # Not the docstring of __main__, which usage.Options shows otherwise.
+    longdesc = ""
+
+    def parseOptions(self, options=None) -> None:
+        # Accept options after HOST too, as people type them; "--" ends them
+        # (for arguments that start with "-").
+        try:
+            opts, args = getopt.gnu_getopt(options or [], self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e))
+        words = []
+        for name, value in opts:
+            # Flags have no value; a parameter may have an empty one.
+            if name.startswith("--"):
+                takesValue = name[2:] + "=" in self.longOpt
+            else:
+                takesValue = name[1:] + ":" in self.shortOpt
+            words += [name, value] if takesValue else [name]
+        super().parseOptions([*words, "--", *args])
+
+    def parseTarget(self, target: str) -> None:
+        """
+        Set C{host} and C{port} from a C{HOST[:PORT]} argument.
+        """
+        try:
+            self["host"], self["port"] = splitHostPort(target, self.defaultPort)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+
+class _TLSOptions(usage.Options):
+    """
+    TLS for the TCP clients.
+    """
+
+    optFlags = [["tls", None, "Connect with TLS, verifying the server's certificate."]]
+    optParameters = [
+        ["ca", None, None, "PEM file of the CA (or self-signed certificate) to trust with --tls; default: the system's trust store."],
+        ["server-name", None, None, "Name the certificate must match (default: HOST)."],
+    ]
+
+
+class _InfoOptions(_ClientOptions):
     """
     What every C{netservices info} mode takes.
     """
@@ -42,44 +111,37 @@ class _InfoOptions(usage.Options):
         ["timeout", None, 3.0, "Seconds to wait for an answer (for each try).", positiveFloat]
     ]
 
-    def parseOptions(self, options=None) -> None:
-        # Accept options after HOST too, as people type them.
-        try:
-            opts, args = getopt.gnu_getopt(options or [], self.shortOpt, self.longOpt)
-        except getopt.GetoptError as e:
-            raise usage.UsageError(str(e))
-        super().parseOptions([word for pair in opts for word in pair if word] + args)
-
     def parseArgs(self, *args: str) -> None:
         if len(args) != 1:
             raise usage.UsageError("expected one HOST[:PORT]")
-        (target,) = args
-        try:
-            self["host"], self["port"] = splitHostPort(target, self.defaultPort)
-        except ValueError as e:
-            raise usage.UsageError(str(e))
+        self.parseTarget(args[0])
+
+    async def run(self, reactor) -> None:
+        """
+        Ask, and print the answer.
+        """
+        sighting = await self.ask(reactor)
+        if self["json"]:
+            print(json.dumps(sighting.asDict()))
+        else:
+            print(describe(sighting))
 
 
 class _RetryingInfoOptions(_InfoOptions):
     optParameters = [
-        ["retries", None, 2, "Tries after the first, for lost datagrams.", nonNegativeInt]
+        ["retries", None, 2, "Tries after the first, for lost datagrams.", retryCount]
     ]
 
 
-class TCPOptions(_InfoOptions):
+class TCPOptions(_InfoOptions, _TLSOptions):
     """
     C{netservices info tcp HOST[:PORT]}.
     """
 
     synopsis = f"HOST[:PORT]  (default port {TCP_INFO_PORT})"
     defaultPort = TCP_INFO_PORT
-    optFlags = [["tls", None, "Connect with TLS, verifying the server's certificate."]]
-    optParameters = [
-        ["ca", None, None, "PEM file of the CA (or self-signed certificate) to trust with --tls; default: the system's trust store."],
-        ["server-name", None, None, "Name the certificate must match (default: HOST)."],
-    ]
 
-    def run(self, reactor):
+    def ask(self, reactor):
         return askTCP(
             reactor,
             self["host"],
@@ -98,7 +160,7 @@ class UDPOptions(_RetryingInfoOptions):
 
     synopsis = f"HOST[:PORT]  (default port {UDP_INFO_PORT})"
 
-    def run(self, reactor):
+    def ask(self, reactor):
         return askUDP(
             reactor, self["host"], self["port"], self["timeout"], self["retries"], self["json"]
         )
@@ -111,7 +173,7 @@ class STUNOptions(_RetryingInfoOptions):
 
     synopsis = f"HOST[:PORT]  (default port {UDP_INFO_PORT})"
 
-    def run(self, reactor):
+    def ask(self, reactor):
         return askSTUN(reactor, self["host"], self["port"], self["timeout"], self["retries"])
 
 
@@ -136,6 +198,211 @@ class InfoOptions(usage.Options):
             raise usage.UsageError("choose tcp, udp or stun")
 
 
+class _EchoOptions(_ClientOptions):
+    """
+    What C{netservices echo tcp} and C{udp} take.
+
+    @cvar transport: C{"tcp"} or C{"udp"}.
+    @cvar maxMessage: the longest message, in bytes.
+    @cvar tooLong: why longer messages are refused.
+    """
+
+    transport: str
+    maxMessage: int
+    tooLong: str
+    defaultPort = ECHO_PORT
+    synopsis = f"HOST[:PORT] [MESSAGE...]  (default port {ECHO_PORT})"
+    longdesc = (
+        "Send the MESSAGEs, the lines of --stdin, or --count generated messages of"
+        " --size bytes, one at a time; check that every byte comes back and time"
+        " each round trip.  Exit status: 0 when everything came back intact, 1"
+        " when anything was lost, corrupted or duplicated, or on errors, 2 for bad"
+        " usage.  Put MESSAGEs that start with - after --."
+    )
+    optFlags = [
+        ["stdin", None, "Send each line of standard input (with its line ending) as one message."],
+        ["json", None, "Print one JSON object per echo and one for the summary, for scripts."],
+        ["quiet", "q", "Print only the summary."],
+    ]
+    optParameters = [
+        ["count", "c", None, f"Messages to generate (default {DEFAULT_COUNT})", positiveInt],
+        [
+            "size",
+            "s",
+            None,
+            f"Bytes in each generated message (default {DEFAULT_SIZE})",
+            positiveInt,
+        ],
+        [
+            "interval",
+            "i",
+            1.0,
+            "Seconds between sends; 0 sends each message as soon as the last one is back.",
+            nonNegativeFloat,
+        ],
+    ]
+
+    def parseArgs(self, *args: str) -> None:
+        if not args:
+            raise usage.UsageError("expected HOST[:PORT]")
+        self.parseTarget(args[0])
+        # The bytes as typed, even if they are not valid in the locale.
+        self["messages"] = [os.fsencode(message) for message in args[1:]]
+
+    def postOptions(self) -> None:
+        generated = self["count"] is not None or self["size"] is not None
+        if sum([bool(self["messages"]), self["stdin"], generated]) > 1:
+            raise usage.UsageError("give MESSAGEs, --stdin or --count/--size: only one of them")
+        if any(not message for message in self["messages"]):
+            raise usage.UsageError("empty MESSAGE: there would be nothing to echo")
+        longest = max([len(m) for m in self["messages"]] + [self["size"] or 0])
+        if longest > self.maxMessage:
+            raise usage.UsageError(
+                f"a message of {longest:,} bytes is too long: at most"
+                f" {self.maxMessage:,} {self.tooLong}"
+            )
+
+    def messages(self, reactor):
+        """
+        @return: the messages to send, as the client takes them.
+        """
+        if self["messages"]:
+            return self["messages"]
+        if self["stdin"]:
+            # Descriptor 0, whatever sys.stdin has been replaced with.
+            return LineReader(reactor, 0, self.maxMessage)
+        return generatedMessages(self["count"] or DEFAULT_COUNT, self["size"] or DEFAULT_SIZE)
+
+    #: Events reported so far.
+    reported = 0
+
+    def report(self, event: dict) -> None:
+        """
+        Print an echo, or a message given up, as it happens.
+        """
+        self.reported += 1
+        if not self["quiet"]:
+            print(json.dumps(event) if self["json"] else describeEvent(event), flush=True)
+
+    def summarise(self, statistics) -> None:
+        """
+        Print the summary of a run.
+        """
+        target = joinHostPort(self["host"], self["port"])
+        summary = summaryEvent(statistics, self.transport, target)
+        if self["json"]:
+            print(json.dumps(summary), flush=True)
+        else:
+            if self.reported and not self["quiet"]:
+                print()
+            print(describeSummary(summary), flush=True)
+
+    async def run(self, reactor) -> int:
+        """
+        Echo, and print the summary, also when interrupted (Ctrl-C).
+
+        @return: the exit status: 0 when everything came back intact, once.
+        """
+        return await _untilInterrupted(reactor, self._echoAndSummarise(reactor))
+
+    async def _echoAndSummarise(self, reactor) -> int:
+        try:
+            statistics = await self.echo(reactor)
+        except EchoError as e:
+            # A failure at the first message (no server, say) is one line;
+            # after echoes, they are summed up first.
+            if e.statistics is not None and self.reported:
+                self.summarise(e.statistics)
+            raise
+        self.summarise(statistics)
+        return 0 if statistics.ok else 1
+
+
+class EchoTCPOptions(_EchoOptions, _TLSOptions):
+    """
+    C{netservices echo tcp HOST[:PORT] [MESSAGE...]}.
+    """
+
+    transport = "tcp"
+    maxMessage = MAX_TCP_MESSAGE
+    tooLong = "bytes"
+    optParameters = [
+        ["timeout", None, 5.0, "Seconds to connect, and to wait for each echo.", positiveFloat]
+    ]
+
+    def echo(self, reactor):
+        return echoTCP(
+            reactor,
+            self["host"],
+            self["port"],
+            self.messages(reactor),
+            timeout=self["timeout"],
+            interval=self["interval"],
+            tls=self["tls"],
+            caFile=self["ca"],
+            serverName=self["server-name"],
+            report=self.report,
+        )
+
+
+class EchoUDPOptions(_EchoOptions):
+    """
+    C{netservices echo udp HOST[:PORT] [MESSAGE...]}.
+    """
+
+    transport = "udp"
+    maxMessage = MAX_UDP_MESSAGE
+    tooLong = f"bytes fit in one datagram with the {HEADER.size}-byte header"
+    optParameters = [
+        ["timeout", None, 1.0, "Seconds to wait for the echo of each try.", positiveFloat],
+        [
+            "retries",
+            None,
+            2,
+            "Tries after the first, for each message whose echo is lost.",
+            retryCount,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["retries"] >= MAX_TRIES:
+            raise usage.UsageError(f"--retries {self['retries']}: at most {MAX_TRIES - 1}")
+
+    def echo(self, reactor):
+        return echoUDP(
+            reactor,
+            self["host"],
+            self["port"],
+            self.messages(reactor),
+            timeout=self["timeout"],
+            retries=self["retries"],
+            interval=self["interval"],
+            report=self.report,
+        )
+
+
+class EchoOptions(usage.Options):
+    """
+    C{netservices echo}: send messages to an echo server and time them.
+    """
+
+    synopsis = "tcp|udp HOST[:PORT] [MESSAGE...] [options]"
+    longdesc = (
+        "Send messages to a tcp-echo or udp-echo server (or any RFC 862 echo"
+        " server, over TCP), check what comes back and time the round trips,"
+        " as ping does."
+    )
+    subCommands = [
+        ["tcp", None, EchoTCPOptions, "Echo over TCP (--tls for TLS)."],
+        ["udp", None, EchoUDPOptions, "Echo over UDP, with retries."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("choose tcp or udp")
+
+
 class Options(usage.Options):
     """
     The C{netservices} command.
@@ -145,11 +412,12 @@ class Options(usage.Options):
     longdesc = "Clients and tools for the netservices servers (twistd netservices)."
     subCommands = [
         ["info", None, InfoOptions, "Ask tcp-info, udp-info or STUN what they see of us."],
+        ["echo", None, EchoOptions, "Time messages through tcp-echo or udp-echo."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: info")
+            raise usage.UsageError("choose a command: info or echo")
 
 
 def describe(sighting: Sighting) -> str:
@@ -178,21 +446,52 @@ def commandName(options: usage.Options) -> str:
     return " ".join(words)
 
 
+async def _untilInterrupted(reactor, coroutine):
+    """
+    Run C{coroutine}, cancelling it if the reactor is asked to stop (Ctrl-C),
+    and holding the stop until it has returned, so that it can still say
+    what it did.
+
+    @return: what C{coroutine} returns.
+    """
+    running = Deferred.fromCoroutine(coroutine)
+    finished: Deferred[None] = Deferred()
+
+    def passOn(result):
+        finished.callback(None)
+        return result
+
+    running.addBoth(passOn)
+    interrupted = False
+
+    def interrupt() -> Deferred[None]:
+        nonlocal interrupted
+        interrupted = True
+        running.cancel()
+        return finished
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupt)
+    try:
+        return await running
+    finally:
+        # Once fired, a trigger stays out of the way (and removing it warns).
+        if not interrupted:
+            reactor.removeSystemEventTrigger(trigger)
+
+
 async def _run(reactor, options: Options) -> None:
     leaf = options
     while getattr(leaf, "subOptions", None) is not None:
         leaf = leaf.subOptions
     try:
-        sighting = await leaf.run(reactor)
-    except InfoError as e:
+        status = await leaf.run(reactor)
+    except ClientError as e:
         raise SystemExit(f"{commandName(options)}: {e}")
     except Exception as e:
         # A bug of ours; still one line, not a traceback, for the user.
         raise SystemExit(f"{commandName(options)}: unexpected error: {e!r}")
-    if leaf["json"]:
-        print(json.dumps(sighting.asDict()))
-    else:
-        print(describe(sighting))
+    if status:
+        raise SystemExit(status)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,26 +11,27 @@ from __future__ import annotations
 import os
 import socket
 
-from OpenSSL import SSL
-from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import DatagramProtocol, Protocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.internet.threads import deferToThread
 
-from netservices._common.addresses import joinHostPort, parseIP
+from netservices._common.addresses import joinHostPort
+from netservices._common.client import (
+    ClientError,
+    connectionFailure,
+    resolveDatagramTarget,
+    tlsOptions,
+)
 from netservices.info import stun
 from netservices.info.wire import Sighting, makeQuery, parseAnswer
 
 #: An answer is one short line; anything longer is not from our server.
 MAX_ANSWER = 4096
 
-
-class InfoError(Exception):
-    """
-    The server could not be asked; the message says why, in one line.
-    """
+#: The server could not be asked; the message says why, in one line.  The
+#: same class as the shared helpers' L{ClientError}, so that everything
+#: here, including L{tlsOptions}, fails with it.
+InfoError = ClientError
 
 
 class _AnswerCollector(Protocol):
@@ -52,24 +53,6 @@ class _AnswerCollector(Protocol):
             self.done.callback(self.received)
         else:
             self.done.errback(reason)
-
-
-def tlsOptions(serverName: str, caFile: str | None):
-    """
-    @return: client TLS options verifying the certificate for C{serverName},
-        against C{caFile} (PEM) when given, else the system's trust store.
-    @raise InfoError: if C{caFile} cannot be read.
-    """
-    trustRoot = None
-    if caFile is not None:
-        try:
-            with open(caFile, "rb") as f:
-                trustRoot = Certificate.loadPEM(f.read())
-        except OSError as e:
-            raise InfoError(f"cannot read CA file {caFile}: {e.strerror}")
-        except Exception:
-            raise InfoError(f"CA file {caFile} holds no PEM certificate")
-    return optionsForClientTLS(serverName, trustRoot=trustRoot)
 
 
 async def askTCP(
@@ -100,33 +83,14 @@ async def askTCP(
         data = await attempt
     except defer.TimeoutError:
         raise InfoError(f"no answer from {where} within {timeout:g} s")
-    except error.ConnectionRefusedError:
-        raise InfoError(f"connection refused by {where}")
-    except error.DNSLookupError:
-        raise InfoError(f"cannot resolve {host}")
     except (error.ConnectionDone, error.ConnectionLost):
         raise InfoError(f"{where} closed the connection without answering")
     except Exception as e:
-        raise InfoError(f"{where}: {_describe(e)}")
+        raise InfoError(connectionFailure(e, host, where))
     try:
         return parseAnswer(data)
     except ValueError as e:
         raise InfoError(f"{where} is not a tcp-info server: {e}")
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, VerificationError):
-        return f"TLS failed: the certificate is not valid for {_verifiedName(e)}"
-    if isinstance(e, SSL.Error):
-        details = [a[2] for a in (e.args[0] if e.args else []) if len(a) > 2]
-        return "TLS failed: " + (", ".join(details) or "handshake error")
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
-
-
-def _verifiedName(e: VerificationError) -> str:
-    names = [getattr(m.mismatched_id, "hostname", None) or getattr(m.mismatched_id, "ip", "?") for m in e.errors]
-    return ", ".join(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 class _DatagramExchange(DatagramProtocol):
@@ -169,22 +133,10 @@ class _DatagramExchange(DatagramProtocol):
             self._fire("errback", error.ConnectionRefusedError())
 
 
-async def _resolve(host: str, port: int) -> tuple[int, str]:
-    address = parseIP(host)
-    if address is not None:
-        return (socket.AF_INET if address.version == 4 else socket.AF_INET6), str(address)
-    try:
-        infos = await deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_DGRAM)
-    except socket.gaierror as e:
-        raise InfoError(f"cannot resolve {host}: {e.strerror}")
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr[0]
-
-
 async def _exchange(
     reactor, host: str, port: int, query: bytes, accept, timeout: float, retries: int
 ):
-    family, ip = await _resolve(host, port)
+    family, ip = await resolveDatagramTarget(host, port)
     where = joinHostPort(host, port)
     exchange = _DatagramExchange(reactor, accept)
     udpPort = reactor.listenUDP(0, exchange, interface="::" if family == socket.AF_INET6 else "")

@@ -1,0 +1,101 @@
+# -*- test-case-name: tests._common.test_client -*-
+"""
+Written once for the clients of the C{netservices} command: their one-line
+errors, TLS options that verify the server, failed connections described in
+one line, and name resolution for UDP.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import error
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.threads import deferToThread
+
+from netservices._common.addresses import parseIP
+
+
+class ClientError(Exception):
+    """
+    A client could not do its job; the message says why, in one line.
+    """
+
+
+def tlsOptions(serverName: str, caFile: str | None):
+    """
+    @return: client TLS options verifying the certificate for C{serverName},
+        against C{caFile} (PEM) when given, else the system's trust store.
+    @raise ClientError: if C{caFile} cannot be read.
+    """
+    trustRoot = None
+    if caFile is not None:
+        try:
+            with open(caFile, "rb") as f:
+                trustRoot = Certificate.loadPEM(f.read())
+        except OSError as e:
+            raise ClientError(f"cannot read CA file {caFile}: {e.strerror}")
+        except Exception:
+            raise ClientError(f"CA file {caFile} holds no PEM certificate")
+    return optionsForClientTLS(serverName, trustRoot=trustRoot)
+
+
+def connectionFailure(e: BaseException, host: str, where: str) -> str:
+    """
+    Describe why a stream connection (plain or TLS) could not be made or
+    failed, for the failures every client reports alike.  Timeouts and
+    closed connections mean different things to different clients, which
+    word them themselves.
+
+    @param host: the host name as the user gave it.
+    @param where: C{host:port} as the user should read it.
+    @return: one line.
+    """
+    if isinstance(e, error.ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(e, error.DNSLookupError):
+        return f"cannot resolve {host}"
+    return f"{where}: {describeFailure(e)}"
+
+
+def describeFailure(e: BaseException) -> str:
+    """
+    @return: an exception as one line, TLS failures as people can act on
+        them (which name the certificate failed, or OpenSSL's reasons).
+    """
+    if isinstance(e, VerificationError):
+        return f"TLS failed: the certificate is not valid for {_verifiedName(e)}"
+    if isinstance(e, SSL.Error):
+        details = [a[2] for a in (e.args[0] if e.args else []) if len(a) > 2]
+        return "TLS failed: " + (", ".join(details) or "handshake error")
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _verifiedName(e: VerificationError) -> str:
+    names = [
+        getattr(m.mismatched_id, "hostname", None) or getattr(m.mismatched_id, "ip", "?")
+        for m in e.errors
+    ]
+    return ", ".join(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+async def resolveDatagramTarget(host: str, port: int) -> tuple[int, str]:
+    """
+    Find the address to send datagrams for C{host} to: an IP address as it
+    is, a name through C{getaddrinfo} in a thread (its first answer).
+
+    @return: the address family and the IP address.
+    @raise ClientError: if the name does not resolve.
+    """
+    address = parseIP(host)
+    if address is not None:
+        return (socket.AF_INET if address.version == 4 else socket.AF_INET6), str(address)
+    try:
+        infos = await deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise ClientError(f"cannot resolve {host}: {e.strerror}")
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr[0]
