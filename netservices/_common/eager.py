@@ -20,6 +20,20 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface import implementer
 
 
+def setNoDelay(transport) -> None:
+    """
+    Turn on TCP_NODELAY if C{transport} is TCP: without it, the tail of a
+    message waits for the peer's (delayed, ~40 ms) acknowledgement of the
+    rest under Nagle's algorithm.
+    """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass
+
+
 class EagerServer(tcp.Server):
     """
     A server-side TCP transport whose C{write} sends immediately when its

@@ -70,6 +70,7 @@ from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from netservices._common.addresses import joinHostPort
+from netservices._common.eager import setNoDelay
 from netservices._common.client import (
     ClientError,
     connectionFailure,
@@ -606,14 +607,7 @@ class _EchoStream(Protocol):
         self._waiting: Deferred | None = None
 
     def connectionMade(self) -> None:
-        # Nagle's algorithm would hold the tail of a message until the
-        # server acknowledges the rest (up to a delayed ACK, ~40 ms).
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:
-                pass
+        setNoDelay(self.transport)
         if not self._tls:
             self._becomeReady()
 

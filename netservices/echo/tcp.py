@@ -10,6 +10,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from netservices._common.eager import setNoDelay
+
 
 
 @implementer(IPushProducer)
@@ -25,13 +27,7 @@ class TCPEchoProtocol(Protocol):
     factory: TCPEchoFactory
 
     def connectionMade(self) -> None:
-        # Without it, large echoes stall on Nagle and delayed ACKs (~40 ms).
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:
-                pass
+        setNoDelay(self.transport)
         self.transport.registerProducer(self, True)
         self.factory.counts["connections"] += 1
 

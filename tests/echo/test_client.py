@@ -10,18 +10,15 @@ the clock themselves at the moment a timeout is due, so nothing sleeps.
 
 from __future__ import annotations
 
-import datetime
 import io
-import ipaddress
 import json
 import math
 import os
+from pathlib import Path
 import socket
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IOpenSSLContextFactory
@@ -52,6 +49,7 @@ from netservices.echo.client import (
     summaryEvent,
 )
 from netservices.echo.tcp import TCPEchoFactory
+from netservices.testing import writeCertificate
 
 SESSION = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 
@@ -893,31 +891,12 @@ def makeCertificate(directory: str) -> tuple[ServerTLS, str]:
     @return: the server's TLS context, and the path of a PEM file of the
         certificate alone (what clients trust).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     os.makedirs(directory)
-    caFile = os.path.join(directory, "ca.pem")
-    with open(caFile, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return ServerTLS(certificate, key), caFile
+    pem, caFile = writeCertificate(Path(directory))
+    data = pem.read_bytes()
+    key = serialization.load_pem_private_key(data, None)
+    certificate = x509.load_pem_x509_certificate(data)
+    return ServerTLS(certificate, key), str(caFile)
 
 
 class TCPClientTests(TestCase):
