@@ -7,6 +7,7 @@ C{HOST[:PORT]} arguments.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -27,6 +28,25 @@ def parseIP(host: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped
     return address
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def packIP(host: str) -> bytes | None:
+    """
+    The fast form of L{parseIP}, for work done per datagram: C{host} as 4
+    packed bytes for IPv4 (also when IPv4-mapped), 16 for IPv6.
+
+    @return: the packed address, or L{None} if C{host} is not an IP address.
+    """
+    try:
+        if ":" not in host:
+            return socket.inet_pton(socket.AF_INET, host)
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except (OSError, ValueError):
+        return None
+    return packed[12:] if packed[:12] == _V4_MAPPED else packed
 
 
 def displayHost(host: str) -> str:

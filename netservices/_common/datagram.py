@@ -59,6 +59,50 @@ _ANCILLARY_SIZE = (
 )
 
 
+def _displayed(address: str | None) -> str | None:
+    # IPv4 text from inet_ntoa is already canonical: skip ipaddress, which
+    # would cost microseconds per datagram.
+    if address is None or ":" not in address:
+        return address
+    return displayHost(address)
+
+
+def _groupOrBroadcast(info: DatagramInfo) -> bool:
+    """
+    Decide L{DatagramInfo.addressedToGroupOrBroadcast} from the address
+    strings (for instances not made by L{InfoDatagramPort}, which decides on
+    the raw bytes).
+    """
+    address = None if info.destination is None else parseIP(info.destination)
+    if address is None:
+        return False
+    if address.is_multicast:
+        return True
+    if address.version == 4:
+        if address == _LIMITED_BROADCAST:
+            return True
+        return info.localAddress is not None and info.localAddress != info.destination
+    return False
+
+
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _groupOrBroadcastPacked(destination: bytes, localAddress: bytes | None) -> bool:
+    """
+    The same decision on packed addresses, as the kernel reports them.
+    """
+    if len(destination) == 16:
+        if destination[:12] != _V4_MAPPED:
+            return destination[0] == 0xFF
+        destination = destination[12:]
+    first = destination[0]
+    if 224 <= first < 240 or destination == b"\xff\xff\xff\xff":
+        return True
+    return localAddress is not None and localAddress != destination
+
+
 @attrs.frozen
 class DatagramInfo:
     """
@@ -72,17 +116,20 @@ class DatagramInfo:
     @ivar interfaceIndex: index of the arrival interface, or L{None}.
     @ivar ttl: the IPv4 TTL or IPv6 hop limit, or L{None}.
     @ivar truncated: whether the datagram was longer than the read buffer.
+    @ivar addressedToGroupOrBroadcast: whether the datagram was sent to a
+        multicast or broadcast address (limited, or - for IPv4, via the
+        C{ipi_spec_dst} trick - directed); L{False} when the destination is
+        unknown.  Computed from the addresses when not given.
     """
 
-    destination: str | None = attrs.field(
-        converter=attrs.converters.optional(displayHost)
-    )
-    localAddress: str | None = attrs.field(
-        converter=attrs.converters.optional(displayHost)
-    )
+    destination: str | None = attrs.field(converter=_displayed)
+    localAddress: str | None = attrs.field(converter=_displayed)
     interfaceIndex: int | None
     ttl: int | None
     truncated: bool = False
+    addressedToGroupOrBroadcast: bool = attrs.field(
+        default=attrs.Factory(_groupOrBroadcast, takes_self=True)
+    )
 
     @classmethod
     def unknown(cls) -> DatagramInfo:
@@ -90,26 +137,6 @@ class DatagramInfo:
         @return: an instance reporting nothing at all.
         """
         return cls(None, None, None, None)
-
-    @property
-    def addressedToGroupOrBroadcast(self) -> bool:
-        """
-        Whether the datagram was sent to a multicast or broadcast address
-        (limited, or - for IPv4, via the C{ipi_spec_dst} trick - directed).
-        L{False} when the destination is unknown.
-        """
-        address = None if self.destination is None else parseIP(self.destination)
-        if address is None:
-            return False
-        if address.is_multicast:
-            return True
-        if address.version == 4:
-            if address == ipaddress.IPv4Address("255.255.255.255"):
-                return True
-            return self.localAddress is not None and (
-                self.localAddress != self.destination
-            )
-        return False
 
 
 class InfoDatagramPort(udp.Port):
@@ -120,6 +147,8 @@ class InfoDatagramPort(udp.Port):
     """
 
     _log = Logger()
+    _withInfoFor = None
+    _withInfo = None
 
     def createInternetSocket(self) -> socket.socket:
         """
@@ -148,6 +177,9 @@ class InfoDatagramPort(udp.Port):
         or the socket would block, and hand them to the protocol.
         """
         read = 0
+        if self._withInfoFor is not self.protocol:
+            self._withInfoFor = self.protocol
+            self._withInfo = getattr(self.protocol, "datagramReceivedWithInfo", None)
         while read < self.maxThroughput:
             try:
                 data, ancillary, flags, addr = self.socket.recvmsg(
@@ -167,7 +199,7 @@ class InfoDatagramPort(udp.Port):
                 addr = addr[:2]
             info = self._parseAncillary(ancillary, bool(flags & socket.MSG_TRUNC))
             try:
-                withInfo = getattr(self.protocol, "datagramReceivedWithInfo", None)
+                withInfo = self._withInfo
                 if withInfo is not None:
                     withInfo(data, addr, info)
                 else:
@@ -209,11 +241,18 @@ class InfoDatagramPort(udp.Port):
         if v4 is not None:
             index, specDst, dst = v4
             return DatagramInfo(
-                socket.inet_ntoa(dst), socket.inet_ntoa(specDst), index, ttl, truncated
+                socket.inet_ntoa(dst),
+                socket.inet_ntoa(specDst),
+                index,
+                ttl,
+                truncated,
+                _groupOrBroadcastPacked(dst, specDst),
             )
         if v6 is not None:
             dst6 = socket.inet_ntop(socket.AF_INET6, v6[0])
-            return DatagramInfo(dst6, dst6, v6[1], ttl, truncated)
+            return DatagramInfo(
+                dst6, dst6, v6[1], ttl, truncated, _groupOrBroadcastPacked(v6[0], None)
+            )
         return DatagramInfo(None, None, None, ttl, truncated)
 
 

@@ -15,6 +15,7 @@ client address is known.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import attrs
@@ -72,14 +73,17 @@ def peerKey(address: object) -> str | None:
 
 class LimitingProtocol(ProtocolWrapper):
     """
-    Admits or refuses one connection when it is made, and aborts it after
-    C{idleTimeout} seconds without inbound data.
+    Admits or refuses one connection when it is made, and is aborted by its
+    factory after C{idleTimeout} seconds without inbound data.
+
+    @ivar lastReceived: when data last came from the peer (or the
+        connection was admitted).
     """
 
     factory: LimitingFactory
     _admitted = False
     _key: str | None = None
-    _idleCall: IDelayedCall | None = None
+    lastReceived = 0.0
 
     def makeConnection(self, transport):
         directlyProvides(self, providedBy(transport))
@@ -96,36 +100,26 @@ class LimitingProtocol(ProtocolWrapper):
             transport.loseConnection()
             return
         self._admitted = True
-        self._resetIdleTimer()
+        self.factory.received(self)
         self.wrappedProtocol.makeConnection(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._admitted:
-            self._resetIdleTimer()
+            self.factory.received(self)
             self.wrappedProtocol.dataReceived(data)
 
     def connectionLost(self, reason):
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
-        self._idleCall = None
         self.factory.unregisterProtocol(self)
         if self._admitted:
             self._admitted = False
-            self.factory.release(self._key)
+            self.factory.release(self._key, self)
             self.wrappedProtocol.connectionLost(reason)
         self.wrappedProtocol = None
 
-    def _resetIdleTimer(self) -> None:
-        timeout = self.factory.limits.idleTimeout
-        if timeout <= 0:
-            return
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(timeout)
-        else:
-            self._idleCall = self.factory.clock.callLater(timeout, self._idle)
-
-    def _idle(self) -> None:
-        self._idleCall = None
+    def idle(self) -> None:
+        """
+        Abort the connection: nothing came from the peer for too long.
+        """
         self.factory.refusals.refuse(
             "idle-timeout", peerDescription(self.transport.getPeer())
         )
@@ -136,6 +130,11 @@ class LimitingFactory(WrappingFactory):
     """
     Wraps a service's factory to enforce L{ConnectionLimits}.  One instance
     serves all of a service's listeners, so the global limit is global.
+
+    Idle connections are found with one timer for all of them, not one
+    per connection (a C{DelayedCall} costs about 0.5 KiB): connections are
+    kept in order of their last inbound data, so the oldest is first, and
+    the timer is set for its deadline.
 
     @ivar open: connections admitted and still open.
     @ivar perPeer: open connections by L{peerKey}; keys are removed when their
@@ -166,6 +165,8 @@ class LimitingFactory(WrappingFactory):
         self.refusalMessage = refusalMessage
         self.open = 0
         self.perPeer: dict[str, int] = {}
+        self._byLastReceived: OrderedDict[LimitingProtocol, None] = OrderedDict()
+        self._idleCall: IDelayedCall | None = None
 
     def admit(self, key: str | None) -> str | None:
         """
@@ -183,7 +184,7 @@ class LimitingFactory(WrappingFactory):
         self.open += 1
         return None
 
-    def release(self, key: str | None) -> None:
+    def release(self, key: str | None, protocol: LimitingProtocol | None = None) -> None:
         """
         Forget an admitted connection that has closed.
         """
@@ -192,3 +193,38 @@ class LimitingFactory(WrappingFactory):
             self.perPeer[key] -= 1
             if not self.perPeer[key]:
                 del self.perPeer[key]
+        if protocol is not None:
+            self._byLastReceived.pop(protocol, None)
+            if not self._byLastReceived and self._idleCall is not None:
+                self._idleCall.cancel()
+                self._idleCall = None
+
+    def received(self, protocol: LimitingProtocol) -> None:
+        """
+        Note that C{protocol} got data from its peer (or was just admitted).
+        """
+        timeout = self.limits.idleTimeout
+        if timeout <= 0:
+            return
+        protocol.lastReceived = self.clock.seconds()
+        order = self._byLastReceived
+        if protocol in order:
+            order.move_to_end(protocol)
+        else:
+            order[protocol] = None
+        if self._idleCall is None:
+            self._idleCall = self.clock.callLater(timeout, self._abortIdle)
+
+    def _abortIdle(self) -> None:
+        self._idleCall = None
+        timeout = self.limits.idleTimeout
+        now = self.clock.seconds()
+        order = self._byLastReceived
+        while order:
+            oldest = next(iter(order))
+            deadline = oldest.lastReceived + timeout
+            if deadline > now:
+                self._idleCall = self.clock.callLater(deadline - now, self._abortIdle)
+                return
+            del order[oldest]
+            oldest.idle()

@@ -21,14 +21,13 @@ buckets in a bounded LRU table, plus one global bucket.
 
 from __future__ import annotations
 
-import ipaddress
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import usage
 
-from netservices._common.addresses import joinHostPort, parseIP
+from netservices._common.addresses import joinHostPort, packIP
 from netservices._common.datagram import DatagramInfo
 from netservices._common.listen import defaultOf, nonNegativeFloat, positiveInt
 from netservices._common.logs import RefusalLog
@@ -38,7 +37,7 @@ from netservices._common.ratelimit import PrefixRateLimiter, RateLimits
 NFS_PORT = 2049
 RESERVED_PORTS_BELOW = 1024
 
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_UNSPECIFIED_V6 = bytes(16)
 
 
 class DatagramGuard:
@@ -72,12 +71,22 @@ class DatagramGuard:
             return "nfs-source-port"
         if port in self.ownPorts:
             return "own-port-source"
-        address = parseIP(host)
-        if address is None or address.is_multicast:
+        # Packed bytes, not ipaddress objects: this runs for every datagram.
+        packed = packIP(host)
+        if packed is None:
             return "multicast-source"
-        if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        first = packed[0]
+        if len(packed) == 16:
+            if first == 0xFF:
+                return "multicast-source"
+            if packed == _UNSPECIFIED_V6:
+                return "unspecified-source"
+            return None
+        if 224 <= first < 240:
+            return "multicast-source"
+        if first == 0:
             return "unspecified-source"
-        if address.version == 4 and address.packed[0] == 255:
+        if first == 255:
             return "broadcast-source"
         return None
 

@@ -283,6 +283,29 @@ class LimitingTests(SynchronousTestCase):
         self.assertEqual(self.factory.perPeer, {})
         self.assertEqual(self.events[-1]["peer"], "unix:/run/x.sock")
 
+    def test_idleTimeoutOneTimer(self):
+        """
+        However many connections are open, one timer watches them all, and
+        each connection is aborted at its own deadline.
+        """
+        self.makeFactory(idleTimeout=8.0)
+        first = self.connect("192.0.2.1", 1)
+        self.clock.advance(3)
+        second = self.connect("192.0.2.2", 2)
+        self.clock.advance(3)
+        third = self.connect("192.0.2.3", 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        first[0].dataReceived(b"x")  # t=6: deadline 14
+        self.clock.advance(5)  # t=11: second's deadline passed
+        self.assertEqual(
+            [t.disconnecting for _, t in (first, second, third)], [False, True, False]
+        )
+        self.clock.advance(3)  # t=14: third (deadline 14) and first (14)
+        self.assertEqual(
+            [t.disconnecting for _, t in (first, second, third)], [True, True, True]
+        )
+        self.assertEqual(self.refusals.counts, {"idle-timeout": 3})
+
     def test_idleTimeout(self):
         """
         A connection without inbound data for C{idleTimeout} seconds is
