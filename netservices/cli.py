@@ -4,6 +4,8 @@ The C{netservices} command: clients and tools for the services.
 
     netservices info tcp|udp|stun HOST[:PORT] [options]
     netservices echo tcp|udp HOST[:PORT] [MESSAGE...] [options]
+    netservices mcast send|recv|ping --group GROUP [options]
+    netservices threaded HOST[:PORT] HANDLER [ARG...] [options]
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ from netservices.echo.tap import ECHO_PORT
 from netservices.info.client import askSTUN, askTCP, askUDP
 from netservices.info.tap import TCP_INFO_PORT, UDP_INFO_PORT
 from netservices.info.wire import Sighting
+from netservices.multicast.client import McastOptions
+from netservices.threaded.client import describeLoad, loadRun, requestOnce
+from netservices.threaded.tap import THREADED_PORT
+from netservices.threaded.wire import OK as THREADED_OK
+from netservices.threaded.wire import isValidName
 
 
 #: Retries: at least 0, where 0 means none (not "no limit").
@@ -403,6 +410,101 @@ class EchoOptions(usage.Options):
             raise usage.UsageError("choose tcp or udp")
 
 
+#: Connections of a load run: bounded by what one process can open.
+loadConcurrency = numberOption(int, lambda n: 1 <= n <= 10000, "an integer from 1 to 10000")
+
+
+class ThreadedClientOptions(_ClientOptions, _TLSOptions):
+    """
+    C{netservices threaded HOST[:PORT] HANDLER [ARG...]}.
+    """
+
+    defaultPort = THREADED_PORT
+    synopsis = f"HOST[:PORT] HANDLER [ARG...]  (default port {THREADED_PORT})"
+    longdesc = (
+        "Send one request to a threaded server and print the reply's text; exit"
+        " status 1 when the reply is ERROR, BUSY or TIMEOUT. With --concurrency"
+        " or --count, a load run: that many connections each send the request"
+        " again as soon as its reply is in, until --count replies are in; prints"
+        " throughput, latency percentiles and replies by kind (exit status 1 if"
+        " any reply was not OK). Put ARGs that start with - after --."
+    )
+    optFlags = [["json", None, "Print the reply (or the load summary) as JSON, for scripts."]]
+    optParameters = [
+        ["timeout", None, 60.0, "Seconds to connect, and to wait for each reply.", positiveFloat],
+        [
+            "concurrency",
+            None,
+            None,
+            "Load run: connections, one request in flight on each (default 10).",
+            loadConcurrency,
+        ],
+        ["count", None, None, "Load run: requests in all (default 100).", positiveInt],
+    ]
+
+    def parseArgs(self, *args: str) -> None:
+        if len(args) < 2:
+            raise usage.UsageError("expected HOST[:PORT] HANDLER [ARG...]")
+        self.parseTarget(args[0])
+        self["handler"] = args[1]
+        if not isValidName(self["handler"]):
+            raise usage.UsageError(f"{args[1]!r} is not a handler name")
+        for arg in args[2:]:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                raise usage.UsageError(f"argument {arg!r} is not valid text in this locale")
+        self["args"] = args[2:]
+
+    async def run(self, reactor) -> int:
+        """
+        Send the request (or the load run), and print what came back.
+
+        @return: the exit status.
+        """
+        connection = dict(
+            timeout=self["timeout"],
+            tls=self["tls"],
+            caFile=self["ca"],
+            serverName=self["server-name"],
+        )
+        if self["concurrency"] is not None or self["count"] is not None:
+            result = await loadRun(
+                reactor,
+                self["host"],
+                self["port"],
+                self["handler"],
+                self["args"],
+                concurrency=self["concurrency"] or 10,
+                count=self["count"] or 100,
+                **connection,
+            )
+            summary = result.asDict()
+            print(json.dumps(summary) if self["json"] else describeLoad(summary), flush=True)
+            return 0 if result.ok else 1
+        reply, rtt = await requestOnce(
+            reactor, self["host"], self["port"], self["handler"], self["args"], **connection
+        )
+        if self["json"]:
+            print(
+                json.dumps(
+                    {
+                        "id": reply.id,
+                        "kind": reply.kind,
+                        "text": reply.text,
+                        "time_ms": round(rtt * 1000, 3),
+                    }
+                ),
+                flush=True,
+            )
+            return 0 if reply.kind == THREADED_OK else 1
+        if reply.kind != THREADED_OK:
+            where = joinHostPort(self["host"], self["port"])
+            raise ClientError(f"{where}: {reply.kind} {reply.text}".rstrip())
+        print(reply.text, flush=True)
+        return 0
+
+
 class Options(usage.Options):
     """
     The C{netservices} command.
@@ -413,11 +515,13 @@ class Options(usage.Options):
     subCommands = [
         ["info", None, InfoOptions, "Ask tcp-info, udp-info or STUN what they see of us."],
         ["echo", None, EchoOptions, "Time messages through tcp-echo or udp-echo."],
+        ["mcast", None, McastOptions, "Send, receive and ping multicast groups."],
+        ["threaded", None, ThreadedClientOptions, "Send requests to a threaded server, or load it."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: info or echo")
+            raise usage.UsageError("choose a command: info, echo, mcast or threaded")
 
 
 def describe(sighting: Sighting) -> str:

@@ -42,6 +42,20 @@ SERVICES = [
         "makeUDPService",
         "Tell each UDP client its address and port; STUN Binding",
     ),
+    (
+        "threaded",
+        "netservices.threaded.tap",
+        "ThreadedOptions",
+        "makeService",
+        "Serve blocking Python functions on a bounded thread pool",
+    ),
+    (
+        "multicast",
+        "netservices.multicast.tap",
+        "MulticastOptions",
+        "makeService",
+        "Join multicast groups (IPv4/IPv6, ASM/SSM); log, count, answer pings",
+    ),
 ]
 
 

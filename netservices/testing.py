@@ -35,6 +35,8 @@ is left behind.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import ipaddress
 import json
@@ -972,11 +974,44 @@ class NetworkLab:
     @ivar hosts: how many hosts.
     """
 
-    def __init__(self, hosts: int, subnet: str = "10.213.0", name: str | None = None) -> None:
+    def __init__(
+        self,
+        hosts: int,
+        subnet: str = "10.213.0",
+        name: str | None = None,
+        subnet6: str | None = None,
+        multicastRoutes: bool = False,
+    ) -> None:
+        """
+        @param subnet6: if given (say C{"fd13:213::"}), host I also gets the
+            unique-local address C{SUBNET6I/64} (no duplicate address
+            detection, so it is usable at once; link-local addresses skip
+            it too, so MLD reports carry a real source).
+        @param multicastRoutes: add C{224.0.0.0/4} on C{eth0} in each host
+            (the lab has no default route; IPv6 multicast needs none).
+        """
         self.hosts = hosts
         self.subnet = subnet
         self.name = name or f"ns{os.getpid()}x"
+        self.subnet6 = subnet6
+        self.multicastRoutes = multicastRoutes
         self._created: list[str] = []
+
+    def address6(self, host: int) -> str:
+        """
+        @return: the IPv6 unique-local address of host C{host} (needs
+            C{subnet6}).
+        """
+        return f"{self.subnet6}{host}"
+
+    def inside(self, host: int | None):
+        """
+        @return: a context manager entering host C{host}'s (or, for L{None},
+            the bridge's) network namespace for the calling thread: sockets
+            made inside stay in it, so one reactor can drive sockets in
+            several hosts.
+        """
+        return enterNamespace(self.name + "br" if host is None else self.namespace(host))
 
     def namespace(self, host: int) -> str:
         """
@@ -1038,6 +1073,10 @@ class NetworkLab:
             self._created.append(namespace)
             self.run(None if namespace == bridge else int(namespace[len(self.name):]),
                      "ip", "link", "set", "lo", "up")
+            if self.subnet6 is not None and namespace != bridge:
+                for key in ("accept_dad=0", "dad_transmits=0", "accept_ra=0"):
+                    self.run(int(namespace[len(self.name):]),
+                             "sysctl", "-qw", f"net.ipv6.conf.default.{key}")
         self.run(None, "ip", "link", "add", "br0", "type", "bridge")
         self.run(None, "ip", "link", "set", "br0", "up")
         for i in range(1, self.hosts + 1):
@@ -1051,6 +1090,11 @@ class NetworkLab:
             self.run(i, "ip", "addr", "add", f"{self.address(i)}/24",
                      "brd", self.broadcast, "dev", "eth0")
             self.run(i, "ip", "link", "set", "eth0", "up")
+            if self.subnet6 is not None:
+                self.run(i, "ip", "-6", "addr", "add", f"{self.address6(i)}/64",
+                         "dev", "eth0", "nodad")
+            if self.multicastRoutes:
+                self.run(i, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
 
     def remove(self) -> None:
         """
@@ -1059,6 +1103,34 @@ class NetworkLab:
         """
         while self._created:
             subprocess.run(["ip", "netns", "del", self._created.pop()], capture_output=True, timeout=30)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def enterNamespace(name: str):
+    """
+    Enter network namespace C{/run/netns/NAME} for the calling thread, and
+    always return to the one it was in (C{setns} through C{ctypes}: Python
+    3.11 has no C{os.setns}).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {name}")
+            try:
+                yield
+            finally:
+                if libc.setns(home, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back")
+        finally:
+            os.close(target)
+    finally:
+        os.close(home)
 
 
 def writeCertificate(directory: Path) -> tuple[Path, Path]:
@@ -1152,3 +1224,93 @@ class TwistdTestCase(TestCase):
         directory = Path(tempfile.mkdtemp(prefix="netservices-test-"))
         self.addCleanup(shutil.rmtree, directory, True)
         return directory
+
+
+class ThreadedClock:
+    """
+    A L{twisted.internet.task.Clock} that also has C{callFromThread},
+    running the call at once: with L{SynchronousThreadPool}, what code that
+    uses C{deferToThreadPool} takes as its reactor in unit tests.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.clock, name)
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        """
+        Call C{f} now.
+        """
+        f(*args, **kwargs)
+
+
+class SynchronousThreadPool:
+    """
+    A stand-in for L{twisted.python.threadpool.ThreadPool} that runs work
+    in the calling thread, for unit tests of code using
+    C{deferToThreadPool}: at once if C{immediate}, else when the test says
+    (L{runNext}, L{runAll}, L{run}), so that a test can hold work "in the
+    pool" to fill it.
+
+    @ivar pending: work not run yet: C{(onResult, f, args, kwargs)}.
+    """
+
+    def __init__(self, immediate: bool = False) -> None:
+        self.immediate = immediate
+        self.pending: list[tuple] = []
+        self.started = False
+        self.stopped = False
+
+    def start(self) -> None:
+        """
+        Start (nothing to do but remember it).
+        """
+        self.started = True
+
+    def stop(self) -> None:
+        """
+        Stop (nothing to join).
+        """
+        self.started = False
+        self.stopped = True
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs) -> None:
+        """
+        Queue C{f(*args, **kwargs)}, or run it now if C{immediate}; then
+        C{onResult(True, result)} or C{onResult(False, Failure)}.
+        """
+        self.pending.append((onResult, f, args, kwargs))
+        if self.immediate:
+            self.runNext()
+
+    def run(self, index: int) -> None:
+        """
+        Run the pending work at C{index} (0 is the oldest).
+        """
+        from twisted.python.failure import Failure
+
+        onResult, f, args, kwargs = self.pending.pop(index)
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+    def runNext(self) -> None:
+        """
+        Run the oldest pending work.
+        """
+        self.run(0)
+
+    def runAll(self) -> None:
+        """
+        Run pending work, oldest first, until there is none (work queued
+        while running is run too).
+        """
+        while self.pending:
+            self.runNext()

@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.multicast.test_wire -*-
+"""
+The multicast tools' datagram format, and its total parser.
+
+Every datagram starts with a fixed 40-byte header, in network byte order::
+
+    magic     4  b"NSMC"
+    version   1  1
+    kind      1  0 data, 1 final, 2 probe, 3 reply
+    flags     1  bit 0: a 32-byte HMAC-SHA256 tag ends the datagram
+    reserved  1  0
+    sender    8  random id of the sending process
+    session   8  random id of this run
+    sequence  8  0, 1, 2... (final: the number of data datagrams sent;
+                 probe and reply: the probe's number)
+    sent      8  send time, nanoseconds since the epoch (reply: the probe's)
+
+then any payload, then the tag if flag bit 0 is set: HMAC-SHA256 over
+everything before it, with the key of C{--key-file}.
+
+L{parse} never raises anything but L{WireError}, whose C{reason} is a
+short token a receiver counts: anything on the network may arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+
+import attrs
+
+MAGIC = b"NSMC"
+VERSION = 1
+
+DATA, FINAL, PROBE, REPLY = 0, 1, 2, 3
+KINDS = {DATA: "data", FINAL: "final", PROBE: "probe", REPLY: "reply"}
+
+FLAG_HMAC = 1
+TAG_SIZE = 32
+
+HEADER = struct.Struct("!4sBBBxQQQQ")
+
+#: The longest UDP payload over IPv4.
+MAX_DATAGRAM = 65507
+
+#: How far back (in sequence numbers) the replay window reaches.
+REPLAY_WINDOW = 1024
+
+
+class WireError(Exception):
+    """
+    A datagram that is not ours, or not acceptable.
+
+    @ivar reason: C{foreign}, C{version}, C{unauthenticated}, C{forged} or
+        C{replayed}.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attrs.frozen
+class Message:
+    """
+    One parsed datagram.
+
+    @ivar authenticated: whether a tag was present and checked.
+    """
+
+    kind: int
+    sender: int
+    session: int
+    sequence: int
+    sent: int
+    payload: bytes = b""
+    authenticated: bool = False
+
+
+def newId() -> int:
+    """
+    @return: a random 64-bit id.
+    """
+    return int.from_bytes(os.urandom(8), "big")
+
+
+def readKey(path: str) -> bytes:
+    """
+    @return: the key in file C{path} (surrounding whitespace removed).
+    @raise ValueError: if it is shorter than 16 bytes.
+    """
+    with open(path, "rb") as f:
+        key = f.read().strip()
+    if len(key) < 16:
+        raise ValueError(f"{path}: a key needs at least 16 bytes")
+    return key
+
+
+def encode(
+    kind: int,
+    sender: int,
+    session: int,
+    sequence: int,
+    sent: int,
+    payload: bytes = b"",
+    key: bytes | None = None,
+    size: int = 0,
+) -> bytes:
+    """
+    @param size: pad the payload with zeros so the whole datagram has at
+        least this many bytes.
+    @return: one datagram.
+    """
+    flags = FLAG_HMAC if key is not None else 0
+    header = HEADER.pack(MAGIC, VERSION, kind, flags, sender, session, sequence, sent)
+    tag = TAG_SIZE if key is not None else 0
+    missing = size - len(header) - len(payload) - tag
+    if missing > 0:
+        payload += b"\0" * missing
+    body = header + payload
+    if key is not None:
+        body += hmac.new(key, body, hashlib.sha256).digest()
+    return body
+
+
+def parse(data: bytes, key: bytes | None = None) -> Message:
+    """
+    Parse a datagram.  With a C{key}, only datagrams with a valid tag are
+    accepted; without, a tag is removed unchecked.
+
+    @raise WireError: for anything else.
+    """
+    if len(data) < HEADER.size or data[:4] != MAGIC:
+        raise WireError("foreign")
+    magic, version, kind, flags, sender, session, sequence, sent = HEADER.unpack_from(data)
+    if version != VERSION or kind not in KINDS:
+        raise WireError("version")
+    body = data
+    authenticated = False
+    if flags & FLAG_HMAC:
+        if len(data) < HEADER.size + TAG_SIZE:
+            raise WireError("foreign")
+        body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
+        if key is not None:
+            expected = hmac.new(key, body, hashlib.sha256).digest()
+            if not hmac.compare_digest(tag, expected):
+                raise WireError("forged")
+            authenticated = True
+    elif key is not None:
+        raise WireError("unauthenticated")
+    return Message(kind, sender, session, sequence, sent, body[HEADER.size :], authenticated)
+
+
+class ReplayWindow:
+    """
+    Refuses authenticated datagrams seen before: per (sender, session), the
+    highest sequence number and a bitmap of the L{REPLAY_WINDOW} below it
+    (as IPsec does).  Older ones are refused too.  At most C{maxStreams}
+    streams are remembered.
+    """
+
+    def __init__(self, size: int = REPLAY_WINDOW, maxStreams: int = 4096) -> None:
+        self.size = size
+        self.maxStreams = maxStreams
+        self._streams: dict[tuple[int, int, int], tuple[int, int]] = {}
+
+    def accept(self, message: Message) -> bool:
+        """
+        @return: whether C{message} is new; it is then recorded.
+        """
+        key = (message.sender, message.session, message.kind)
+        seq = message.sequence
+        state = self._streams.get(key)
+        if state is None:
+            if len(self._streams) >= self.maxStreams:
+                self._streams.pop(next(iter(self._streams)))
+            self._streams[key] = (seq, 1)
+            return True
+        highest, bitmap = state
+        if seq > highest:
+            shift = seq - highest
+            bitmap = ((bitmap << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self._streams[key] = (seq, bitmap)
+            return True
+        back = highest - seq
+        if back >= self.size or bitmap >> back & 1:
+            return False
+        self._streams[key] = (highest, bitmap | 1 << back)
+        return True
+
+
+class Codec:
+    """
+    Parses with a key (or none) and, when keyed, a L{ReplayWindow}.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key
+        self.window = ReplayWindow() if key is not None else None
+
+    def encode(self, *args, **kwargs) -> bytes:
+        """
+        L{encode} with this codec's key.
+        """
+        return encode(*args, key=self.key, **kwargs)
+
+    def parse(self, data: bytes) -> Message:
+        """
+        L{parse} with this codec's key, then the replay check.
+
+        @raise WireError: see L{parse}; C{replayed}.
+        """
+        message = parse(data, self.key)
+        # Final records are sent several times and only ever repeat the
+        # same count: copies are harmless, so they are not replay-checked.
+        if (
+            self.window is not None
+            and message.kind != FINAL
+            and not self.window.accept(message)
+        ):
+            raise WireError("replayed")
+        return message
