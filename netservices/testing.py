@@ -1074,9 +1074,11 @@ class NetworkLab:
             self.run(None if namespace == bridge else int(namespace[len(self.name):]),
                      "ip", "link", "set", "lo", "up")
             if self.subnet6 is not None and namespace != bridge:
-                for key in ("accept_dad=0", "dad_transmits=0", "accept_ra=0"):
-                    self.run(int(namespace[len(self.name):]),
-                             "sysctl", "-qw", f"net.ipv6.conf.default.{key}")
+                # Written directly: /proc/sys/net is the namespace's own,
+                # and the sysctl command (procps) may not be installed.
+                self.run(int(namespace[len(self.name):]), "sh", "-c",
+                         "for key in accept_dad dad_transmits accept_ra; do"
+                         " echo 0 > /proc/sys/net/ipv6/conf/default/$key; done")
         self.run(None, "ip", "link", "add", "br0", "type", "bridge")
         self.run(None, "ip", "link", "set", "br0", "up")
         for i in range(1, self.hosts + 1):

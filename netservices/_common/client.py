@@ -1,8 +1,8 @@
 # -*- test-case-name: tests._common.test_client -*-
 """
 Written once for the clients of the C{netservices} command: their one-line
-errors, TLS options that verify the server, failed connections described in
-one line, and name resolution for UDP.
+errors, TLS options that verify the server, connecting over TCP (and TLS),
+failed connections described in one line, and name resolution for UDP.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import socket
 
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet import error
+from twisted.internet import defer, error
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.threads import deferToThread
 
-from netservices._common.addresses import parseIP
+from netservices._common.addresses import joinHostPort, parseIP
 
 
 class ClientError(Exception):
@@ -99,3 +100,47 @@ async def resolveDatagramTarget(host: str, port: int) -> tuple[int, str]:
         raise ClientError(f"cannot resolve {host}: {e.strerror}")
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr[0]
+
+
+async def connectStream(
+    reactor,
+    host: str,
+    port: int,
+    timeout: float,
+    protocol,
+    ready: defer.Deferred,
+    tls: bool = False,
+    caFile: str | None = None,
+    serverName: str | None = None,
+    errorType: type[ClientError] = ClientError,
+):
+    """
+    Connect C{protocol} to C{host:port}, with TLS verifying the server's
+    certificate for C{serverName} (default C{host}) when asked, and wait
+    for C{ready} (which the protocol fires when it can be used, e.g. after
+    the TLS handshake).
+
+    @param timeout: seconds for all of it.
+    @return: what C{ready} fired with.
+    @raise ClientError: (of C{errorType}) with a one-line reason if that
+        fails; L{defer.CancelledError} if the caller cancelled.
+    """
+    where = joinHostPort(host, port)
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
+        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
+    connecting = connectProtocol(endpoint, protocol)
+    connecting.addCallback(lambda _: ready)
+    connecting.addTimeout(timeout, reactor)
+    try:
+        return await connecting
+    except defer.CancelledError:
+        raise
+    except defer.TimeoutError:
+        raise errorType(f"cannot connect to {where} within {timeout:g} s")
+    except (error.ConnectionDone, error.ConnectionLost):
+        raise errorType(f"{where} closed the connection")
+    except ClientError:
+        raise
+    except Exception as e:
+        raise errorType(connectionFailure(e, host, where))

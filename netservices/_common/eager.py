@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IPushProducer, IStreamServerEndpoint
 from zope.interface import implementer
 
 
@@ -32,6 +32,27 @@ def setNoDelay(transport) -> None:
             setTcpNoDelay(True)
         except OSError:
             pass
+
+
+@implementer(IPushProducer)
+class PausesReading:
+    """
+    A mixin for protocols that register themselves as their transport's
+    streaming producer (C{transport.registerProducer(self, True)}): when
+    the peer does not read and the write buffer fills, the transport pauses
+    the protocol, which stops reading from the peer until the buffer has
+    drained.  Memory per connection stays bounded, and TCP flow control
+    holds the sender.
+    """
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class EagerServer(tcp.Server):

@@ -63,20 +63,19 @@ from typing import Callable, Iterable, Iterator
 
 from twisted.internet import defer, error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from netservices._common.addresses import joinHostPort
-from netservices._common.eager import setNoDelay
 from netservices._common.client import (
     ClientError,
+    connectStream,
     connectionFailure,
     resolveDatagramTarget,
-    tlsOptions,
 )
+from netservices._common.eager import setNoDelay
 
 MAGIC = b"NSE1"
 
@@ -717,24 +716,15 @@ async def echoTCP(
     """
     where = joinHostPort(host, port)
     statistics = EchoStatistics()
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
     stream = _EchoStream(tls)
-    connecting = connectProtocol(endpoint, stream)
-    connecting.addCallback(lambda _: stream.ready)
-    connecting.addTimeout(timeout, reactor)
     try:
         try:
-            await connecting
+            await connectStream(
+                reactor, host, port, timeout, stream, stream.ready,
+                tls, caFile, serverName, EchoError,
+            )
         except CancelledError:
             return statistics
-        except defer.TimeoutError:
-            raise EchoError(f"cannot connect to {where} within {timeout:g} s")
-        except (error.ConnectionDone, error.ConnectionLost):
-            raise EchoError(f"{where} closed the connection")
-        except Exception as e:
-            raise EchoError(connectionFailure(e, host, where))
         peer = stream.transport.getPeer()
         source = joinHostPort(peer.host, peer.port)
 

@@ -5,17 +5,14 @@ tcp-echo: every byte back, in order, with back-pressure.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from netservices._common.eager import setNoDelay
-
+from netservices._common.eager import PausesReading, setNoDelay
 
 
-@implementer(IPushProducer)
-class TCPEchoProtocol(Protocol):
+
+class TCPEchoProtocol(PausesReading, Protocol):
     """
     Echoes what it receives.  It is the producer of its own transport: when
     the peer does not read and the write buffer fills, the transport pauses
@@ -34,15 +31,6 @@ class TCPEchoProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.factory.counts["bytes"] += len(data)
         self.transport.write(data)
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class TCPEchoFactory(Factory):

@@ -594,10 +594,6 @@ class _ToolOptions(GroupOptions):
 
     optFlags = [
         ["json", None, "Print one JSON object per event (NDJSON), for scripts."],
-        ["no-loop", None, "Do not deliver our own datagrams to this host."],
-    ]
-    optParameters = [
-        ["ttl", None, 1, "Multicast TTL (IPv4) and hop limit (IPv6); 1 stays on the link.", ttlValue],
     ]
 
     def postOptions(self) -> None:
@@ -623,7 +619,26 @@ class _ToolOptions(GroupOptions):
             print("no --key-file: datagrams are unauthenticated", file=sys.stderr, flush=True)
 
 
-class SendOptions(_ToolOptions):
+class _SendingOptions(_ToolOptions):
+    """
+    What the tools that send take: TTL / hop limit and loopback.
+    """
+
+    optFlags = [
+        ["loop", None, "Deliver our own datagrams to this host too (the default)."],
+        ["no-loop", None, "Do not deliver our own datagrams to this host."],
+    ]
+    optParameters = [
+        ["ttl", None, 1, "Multicast TTL (IPv4) and hop limit (IPv6); 1 stays on the link.", ttlValue],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["loop"] and self["no-loop"]:
+            raise usage.UsageError("--loop and --no-loop: choose one")
+
+
+class SendOptions(_SendingOptions):
     """
     C{netservices mcast send}.
     """
@@ -778,7 +793,7 @@ class RecvOptions(_ToolOptions):
         return 1 if failures else 0
 
 
-class PingOptions(_ToolOptions):
+class PingOptions(_SendingOptions):
     """
     C{netservices mcast ping}.
     """

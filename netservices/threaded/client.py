@@ -14,11 +14,10 @@ import itertools
 import attrs
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.protocol import Protocol
 
 from netservices._common.addresses import joinHostPort
-from netservices._common.client import ClientError, connectionFailure, tlsOptions
+from netservices._common.client import ClientError, connectStream
 from netservices._common.eager import setNoDelay
 from netservices.threaded.pool import percentile
 from netservices.threaded.wire import (
@@ -120,24 +119,10 @@ async def connect(
 
     @raise ClientError: if that fails.
     """
-    where = joinHostPort(host, port)
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
     stream = RequestStream(tls)
-    connecting = connectProtocol(endpoint, stream)
-    connecting.addCallback(lambda _: stream.ready)
-    connecting.addTimeout(timeout, reactor)
-    try:
-        return await connecting
-    except defer.TimeoutError:
-        raise ClientError(f"cannot connect to {where} within {timeout:g} s")
-    except (error.ConnectionDone, error.ConnectionLost):
-        raise ClientError(f"{where} closed the connection")
-    except ClientError:
-        raise
-    except Exception as e:
-        raise ClientError(connectionFailure(e, host, where))
+    return await connectStream(
+        reactor, host, port, timeout, stream, stream.ready, tls, caFile, serverName
+    )
 
 
 async def ask(reactor, stream: RequestStream, where: str, handler: str, args, timeout: float) -> Reply:

@@ -21,12 +21,10 @@ counted and logged at a bounded rate (L{netservices._common.logs.RefusalLog}).
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from netservices._common.eager import setNoDelay
+from netservices._common.eager import PausesReading, setNoDelay
 from netservices._common.limits import peerDescription
 from netservices._common.logs import RefusalLog
 from netservices.threaded.handlers import Handler
@@ -57,8 +55,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-@implementer(IPushProducer)
-class ThreadedProtocol(Protocol):
+class ThreadedProtocol(PausesReading, Protocol):
     """
     Serves one connection (see the module's documentation).
 
@@ -187,15 +184,6 @@ class ThreadedProtocol(Protocol):
 
     def connectionLost(self, reason) -> None:
         self._open = False
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class ThreadedFactory(Factory):

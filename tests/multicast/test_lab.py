@@ -120,6 +120,23 @@ class DeliveryTests(LabTestCase):
                 {first[0].address, second[0].address},
             )
 
+    async def test_loopback(self) -> None:
+        """
+        A receiver on the sending host gets the datagrams by default, and
+        none with loop off, while one on another host gets them either way
+        (its end shows all have arrived).
+        """
+        groups = parseGroups("[ff15::31:13]:5113")
+        for loop, expected in [(True, [5]), (False, [])]:
+            local, localDone = self.receive(1, groups)
+            remote, remoteDone = self.receive(2, groups)
+            await self.send(1, groups, count=5, loop=loop)
+            await remoteDone
+            if loop:
+                await localDone
+            self.assertEqual([s.stats.received for s in local.streams.values()], expected)
+            local._finish()
+
     async def test_sharedPort(self) -> None:
         """
         Two receivers on one host, group and port (as two node instances
