@@ -103,7 +103,9 @@ def _groupOrBroadcastPacked(destination: bytes, localAddress: bytes | None) -> b
     return localAddress is not None and localAddress != destination
 
 
-@attrs.frozen
+# Mutable slots, not frozen: one is made per datagram, and frozen attrs
+# classes cost several times more to build.
+@attrs.define
 class DatagramInfo:
     """
     What the kernel said about one received datagram.

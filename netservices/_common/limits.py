@@ -15,7 +15,6 @@ client address is known.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import attrs
@@ -100,12 +99,13 @@ class LimitingProtocol(ProtocolWrapper):
             transport.loseConnection()
             return
         self._admitted = True
-        self.factory.received(self)
+        self._now = self.factory.clock.seconds
+        self.factory.watch(self)
         self.wrappedProtocol.makeConnection(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self._admitted:
-            self.factory.received(self)
+            self.lastReceived = self._now()
             self.wrappedProtocol.dataReceived(data)
 
     def connectionLost(self, reason):
@@ -132,9 +132,9 @@ class LimitingFactory(WrappingFactory):
     serves all of a service's listeners, so the global limit is global.
 
     Idle connections are found with one timer for all of them, not one
-    per connection (a C{DelayedCall} costs about 0.5 KiB): connections are
-    kept in order of their last inbound data, so the oldest is first, and
-    the timer is set for its deadline.
+    per connection (a C{DelayedCall} costs about 0.5 KiB, and resetting it
+    on every read costs time): each connection only notes when data last
+    came, and the timer, set for the earliest deadline, checks them all.
 
     @ivar open: connections admitted and still open.
     @ivar perPeer: open connections by L{peerKey}; keys are removed when their
@@ -165,7 +165,7 @@ class LimitingFactory(WrappingFactory):
         self.refusalMessage = refusalMessage
         self.open = 0
         self.perPeer: dict[str, int] = {}
-        self._byLastReceived: OrderedDict[LimitingProtocol, None] = OrderedDict()
+        self._watched: set[LimitingProtocol] = set()
         self._idleCall: IDelayedCall | None = None
 
     def admit(self, key: str | None) -> str | None:
@@ -194,24 +194,20 @@ class LimitingFactory(WrappingFactory):
             if not self.perPeer[key]:
                 del self.perPeer[key]
         if protocol is not None:
-            self._byLastReceived.pop(protocol, None)
-            if not self._byLastReceived and self._idleCall is not None:
+            self._watched.discard(protocol)
+            if not self._watched and self._idleCall is not None:
                 self._idleCall.cancel()
                 self._idleCall = None
 
-    def received(self, protocol: LimitingProtocol) -> None:
+    def watch(self, protocol: LimitingProtocol) -> None:
         """
-        Note that C{protocol} got data from its peer (or was just admitted).
+        Start watching an admitted connection for idleness.
         """
         timeout = self.limits.idleTimeout
         if timeout <= 0:
             return
         protocol.lastReceived = self.clock.seconds()
-        order = self._byLastReceived
-        if protocol in order:
-            order.move_to_end(protocol)
-        else:
-            order[protocol] = None
+        self._watched.add(protocol)
         if self._idleCall is None:
             self._idleCall = self.clock.callLater(timeout, self._abortIdle)
 
@@ -219,12 +215,16 @@ class LimitingFactory(WrappingFactory):
         self._idleCall = None
         timeout = self.limits.idleTimeout
         now = self.clock.seconds()
-        order = self._byLastReceived
-        while order:
-            oldest = next(iter(order))
-            deadline = oldest.lastReceived + timeout
-            if deadline > now:
-                self._idleCall = self.clock.callLater(deadline - now, self._abortIdle)
-                return
-            del order[oldest]
-            oldest.idle()
+        nextDeadline = float("inf")
+        for protocol in list(self._watched):
+            deadline = protocol.lastReceived + timeout
+            if deadline <= now:
+                self._watched.discard(protocol)
+                protocol.idle()
+            elif deadline < nextDeadline:
+                nextDeadline = deadline
+        if self._watched:
+            # Each check looks at every connection: not more often than
+            # 64 times a timeout, however their deadlines are spread.
+            delay = max(nextDeadline - now, timeout / 64)
+            self._idleCall = self.clock.callLater(delay, self._abortIdle)
