@@ -47,6 +47,10 @@ _IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 _IPPROTO_IPV6 = getattr(socket, "IPPROTO_IPV6", 41)
 
+# A plain int: "int & socket.MSG_TRUNC" goes through enum.Flag, which
+# costs more than the rest of the datagram's handling.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+
 _inPktinfo = struct.Struct("=i4s4s")  # ifindex, spec_dst, addr
 _in6Pktinfo = struct.Struct("=16sI")  # addr, ifindex
 _int = struct.Struct("=i")
@@ -179,6 +183,7 @@ class InfoDatagramPort(udp.Port):
         or the socket would block, and hand them to the protocol.
         """
         read = 0
+        trimAddress = self.addressFamily == socket.AF_INET6
         if self._withInfoFor is not self.protocol:
             self._withInfoFor = self.protocol
             self._withInfo = getattr(self.protocol, "datagramReceivedWithInfo", None)
@@ -197,9 +202,9 @@ class InfoDatagramPort(udp.Port):
                     return
                 raise
             read += len(data)
-            if self.addressFamily == socket.AF_INET6:
+            if trimAddress:
                 addr = addr[:2]
-            info = self._parseAncillary(ancillary, bool(flags & socket.MSG_TRUNC))
+            info = self._parseAncillary(ancillary, bool(flags & _MSG_TRUNC))
             try:
                 withInfo = self._withInfo
                 if withInfo is not None:
