@@ -168,14 +168,15 @@ class LimitingTests(SynchronousTestCase):
 
     def test_admittedReachWrapped(self):
         """
-        An admitted connection connects the wrapped protocol, with the
-        wrapper as its transport, and passes data and the loss through.
+        An admitted connection connects the wrapped protocol, with the real
+        transport as its transport (the wrapper only watches what comes in),
+        and passes data and the loss through.
         """
         self.makeFactory()
         protocol, transport = self.connect("192.0.2.1", 5555)
         recorder = self.wrapped.built[-1]
         self.assertEqual(recorder.made, 1)
-        self.assertIs(recorder.transport, protocol)
+        self.assertIs(recorder.transport, transport)
         self.assertEqual(recorder.transport.getPeer(), IPv4Address("TCP", "192.0.2.1", 5555))
         protocol.dataReceived(b"hello")
         reason = closed()
