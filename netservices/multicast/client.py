@@ -72,6 +72,11 @@ def _now(clock) -> float:
     return clock.seconds()
 
 
+
+#: How many (sender, session, group, port) streams a receiver tracks;
+#: datagrams of further streams are refused (counted as C{table-full}).
+MAX_STREAMS = 10000
+
 class _Port(DatagramProtocol):
     """
     Hands datagrams (with their info) to a callback, with the port number.
@@ -375,6 +380,10 @@ class MulticastReceiver:
         stream = self.streams.get(key)
         now = _now(self.clock)
         if stream is None:
+            if len(self.streams) >= MAX_STREAMS:
+                # Senders can be forged: the table must not grow with them.
+                self.refused["table-full"] += 1
+                return
             stream = self.streams[key] = Stream(
                 addr[0], message.sender, message.session, group, portNumber,
                 self.joinedAt.get((group, portNumber)),

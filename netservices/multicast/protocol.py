@@ -33,12 +33,18 @@ def interfaceName(index: int | None) -> str:
         return str(index)
 
 
+
+#: How many (source, group, port) counters a node keeps; datagrams of
+#: further sources are refused (counted as C{table-full}).
+MAX_TABLE = 10000
+
 class NodeState:
     """
     What all the sockets of one node share.
 
     @ivar id: this node's sender id (in probe replies).
-    @ivar counts: datagrams and bytes per C{(source host, group, port)}.
+    @ivar counts: datagrams and bytes per C{(source host, group, port)}, for
+        at most L{MAX_TABLE} of them.
     @ivar totals: datagrams by kind (C{data}, C{final}, C{probe},
         C{foreign}, ...) and C{replies} sent.
     """
@@ -106,7 +112,15 @@ class MulticastNodeProtocol(DatagramProtocol):
             return
         state.totals[kind] += 1
         group = info.destination or "?"
-        counts = state.counts.setdefault((addr[0], group, self.port), [0, 0])
+        key = (addr[0], group, self.port)
+        counts = state.counts.get(key)
+        if counts is None:
+            if len(state.counts) >= MAX_TABLE:
+                # Sources can be forged: the table must not grow with them.
+                state.totals["table-full"] += 1
+                state.guard.refusals.refuse("table-full", peer, size=len(data))
+                return
+            counts = state.counts[key] = [0, 0]
         counts[0] += 1
         counts[1] += len(data)
         if not state.quiet:

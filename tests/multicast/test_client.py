@@ -10,6 +10,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netservices._common.datagram import DatagramInfo
+from netservices.multicast import client as client_module
 from netservices.multicast import wire
 from netservices.multicast.client import (
     McastOptions,
@@ -140,6 +141,21 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual((stream.stats.received, stream.stats.gaps), (3, [[2, 2], [4, 5]]))
         self.assertEqual(receiver.check(expectCount=3, maxLoss=50), [])
         self.assertEqual(len(receiver.check(expectCount=4, maxLoss=10, expectSources=2)), 3)
+
+
+    def test_streamsBounded(self) -> None:
+        """
+        At most C{MAX_STREAMS} streams are tracked: datagrams of further
+        (possibly forged) senders are refused as C{table-full}, so memory
+        does not grow with them.
+        """
+        self.patch(client_module, "MAX_STREAMS", 2)
+        receiver = MulticastReceiver(Clock(), [], lambda event: None)
+        info = DatagramInfo("239.1.1.1", "10.0.0.2", 1, 1)
+        for sender in range(1, 5):
+            receiver._received(wire.encode(wire.DATA, sender, 2, 0, 0), ("10.0.0.1", 9), info, 5007)
+        self.assertEqual(len(receiver.streams), 2)
+        self.assertEqual(receiver.refused["table-full"], 2)
 
 
 class IntervalTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from netservices._common.datagram import DatagramInfo
 from netservices._common.ratelimit import RateLimits
 from netservices._common.udp import DatagramGuard
+from netservices.multicast import protocol as protocol_module
 from netservices.multicast import wire
 from netservices.multicast.protocol import MulticastNodeProtocol, NodeState
 
@@ -56,6 +57,20 @@ class NodeTests(SynchronousTestCase):
         self.assertEqual(state.counts[("10.0.0.3", "?", 5007)], [1, 5])
         self.assertEqual(dict(state.totals), {"data": 1, "foreign": 2})
         self.assertEqual(protocol.transport.written, [])
+
+    def test_tableBounded(self) -> None:
+        """
+        Counters are kept for at most C{MAX_TABLE} sources: datagrams of
+        further (possibly forged) sources are refused and counted, so memory
+        does not grow with them.
+        """
+        protocol, state, _ = node()
+        self.patch(protocol_module, "MAX_TABLE", 3)
+        for i in range(5):
+            protocol.datagramReceivedWithInfo(b"hello", (f"10.0.0.{i + 1}", 4000), GROUP_INFO)
+        self.assertEqual(len(state.counts), 3)
+        self.assertEqual(state.totals["table-full"], 2)
+        self.assertEqual(state.guard.refusals.counts["table-full"], 2)
 
     def test_probeAnswered(self) -> None:
         """
