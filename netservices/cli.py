@@ -5,12 +5,13 @@ The C{netservices} command: clients and tools for the services.
     netservices info tcp|udp|stun HOST[:PORT] [options]
     netservices echo tcp|udp HOST[:PORT] [MESSAGE...] [options]
     netservices mcast send|recv|ping --group GROUP [options]
+    netservices broadcast [--interface NAME] [--send TEXT | --peers] [options]
+    netservices wol MAC [--interface NAME]
     netservices threaded HOST[:PORT] HANDLER [ARG...] [options]
 """
 
 from __future__ import annotations
 
-import getopt
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from twisted.internet.task import react
 from twisted.python import usage
 
 from netservices._common.addresses import joinHostPort, splitHostPort
-from netservices._common.client import ClientError
+from netservices._common.client import ClientError, InterspersedOptions
 from netservices._common.listen import (
     nonNegativeFloat,
     numberOption,
@@ -47,6 +48,8 @@ from netservices.echo.tap import ECHO_PORT
 from netservices.info.client import askSTUN, askTCP, askUDP
 from netservices.info.tap import TCP_INFO_PORT, UDP_INFO_PORT
 from netservices.info.wire import Sighting
+from netservices.broadcast.client import BroadcastClientOptions
+from netservices.broadcast.wol import WolOptions
 from netservices.multicast.client import McastOptions
 from netservices.threaded.client import describeLoad, loadRun, requestOnce
 from netservices.threaded.tap import THREADED_PORT
@@ -58,7 +61,7 @@ from netservices.threaded.wire import isValidName
 retryCount = numberOption(int, lambda n: n >= 0, "an integer of at least 0")
 
 
-class _ClientOptions(usage.Options):
+class _ClientOptions(InterspersedOptions):
     """
     What every client mode takes: C{HOST[:PORT]}, with options before or
     after it.
@@ -67,23 +70,6 @@ class _ClientOptions(usage.Options):
     defaultPort: int
     # Not the docstring of __main__, which usage.Options shows otherwise.
     longdesc = ""
-
-    def parseOptions(self, options=None) -> None:
-        # Accept options after HOST too, as people type them; "--" ends them
-        # (for arguments that start with "-").
-        try:
-            opts, args = getopt.gnu_getopt(options or [], self.shortOpt, self.longOpt)
-        except getopt.GetoptError as e:
-            raise usage.UsageError(str(e))
-        words = []
-        for name, value in opts:
-            # Flags have no value; a parameter may have an empty one.
-            if name.startswith("--"):
-                takesValue = name[2:] + "=" in self.longOpt
-            else:
-                takesValue = name[1:] + ":" in self.shortOpt
-            words += [name, value] if takesValue else [name]
-        super().parseOptions([*words, "--", *args])
 
     def parseTarget(self, target: str) -> None:
         """
@@ -516,12 +502,14 @@ class Options(usage.Options):
         ["info", None, InfoOptions, "Ask tcp-info, udp-info or STUN what they see of us."],
         ["echo", None, EchoOptions, "Time messages through tcp-echo or udp-echo."],
         ["mcast", None, McastOptions, "Send, receive and ping multicast groups."],
+        ["broadcast", None, BroadcastClientOptions, "Talk with the broadcast peers on the link."],
+        ["wol", None, WolOptions, "Send a Wake-on-LAN magic packet."],
         ["threaded", None, ThreadedClientOptions, "Send requests to a threaded server, or load it."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: info, echo, mcast or threaded")
+            raise usage.UsageError("choose a command: info, echo, mcast, broadcast, wol or threaded")
 
 
 def describe(sighting: Sighting) -> str:

@@ -56,6 +56,13 @@ SERVICES = [
         "makeService",
         "Join multicast groups (IPv4/IPv6, ASM/SSM); log, count, answer pings",
     ),
+    (
+        "broadcast",
+        "netservices.broadcast.tap",
+        "BroadcastOptions",
+        "makeService",
+        "A LAN broadcast peer that logs and counts every message (TTL 255 only)",
+    ),
 ]
 
 

@@ -329,7 +329,9 @@ class BadInputTests(TestCase):
         """
         await self.assertOneLineError(["udp-info", "--listen", "tcp:0"], "tcp:0")
 
-    async def assertPortInUse(self, service: str, kind: int) -> None:
+    async def assertPortInUse(
+        self, service: str, kind: int, extra: tuple[str, ...] = (), host: str = "127.0.0.1"
+    ) -> None:
         """
         Start C{service} on a port that a socket of ours holds, and check
         that it exits with 1 after one message (on stderr or, as C{twistd}
@@ -338,11 +340,11 @@ class BadInputTests(TestCase):
         """
         holder = socket.socket(socket.AF_INET, kind)
         self.addCleanup(holder.close)
-        holder.bind(("127.0.0.1", 0))
+        holder.bind((host, 0))
         if kind == socket.SOCK_STREAM:
             holder.listen(1)
         port = holder.getsockname()[1]
-        out, err, code = await runTwistd(reactor, [service, "--port", str(port)])
+        out, err, code = await runTwistd(reactor, [service, "--port", str(port), *extra])
         self.assertNotIn(b"Traceback", out + err)
         self.assertEqual(code, 1, (out, err))
         events = [parseLogRecord(line) for line in out.splitlines()]
@@ -367,6 +369,15 @@ class BadInputTests(TestCase):
         port and "Address already in use".
         """
         await self.assertPortInUse("udp-info", socket.SOCK_DGRAM)
+
+    async def test_broadcastPortInUse(self) -> None:
+        """
+        The broadcast server on a UDP port in use exits with 1 and one line
+        naming the port and "Address already in use".
+        """
+        await self.assertPortInUse(
+            "broadcast", socket.SOCK_DGRAM, ("--interface", "lo"), host="0.0.0.0"
+        )
 
 
 class TwistTests(TestCase):

@@ -7,6 +7,7 @@ failed connections described in one line, and name resolution for UDP.
 
 from __future__ import annotations
 
+import getopt
 import socket
 
 from OpenSSL import SSL
@@ -15,8 +16,32 @@ from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 
 from netservices._common.addresses import joinHostPort, parseIP
+
+
+class InterspersedOptions(usage.Options):
+    """
+    Options that may come after the positional arguments too, as people
+    type them (C{netservices info udp HOST --json}); C{--} ends them, for
+    arguments that start with C{-}.
+    """
+
+    def parseOptions(self, options=None) -> None:
+        try:
+            opts, args = getopt.gnu_getopt(list(options or []), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e))
+        words = []
+        for name, value in opts:
+            # Flags have no value; a parameter may have an empty one.
+            if name.startswith("--"):
+                takesValue = name[2:] + "=" in self.longOpt
+            else:
+                takesValue = name[1:] + ":" in self.shortOpt
+            words += [name, value] if takesValue else [name]
+        super().parseOptions([*words, "--", *args])
 
 
 class ClientError(Exception):

@@ -11,6 +11,7 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from netservices._common.authentication import keyOption
 from netservices._common.listen import _Listener, helpText, portNumber
 from netservices._common.multicast import (
     MulticastError,
@@ -77,12 +78,7 @@ class GroupOptions(usage.Options):
             self["interfaces"] = [(n, interfaceIndex(n)) for n in self["interface"]]
         except MulticastError as e:
             raise usage.UsageError(f"--interface: {e}")
-        self["key"] = None
-        if self["key-file"]:
-            try:
-                self["key"] = wire.readKey(self["key-file"])
-            except (OSError, ValueError) as e:
-                raise usage.UsageError(f"--key-file: {getattr(e, 'strerror', None) or e}")
+        self["key"] = keyOption(self["key-file"])
         super().postOptions()
 
     def sockets(self) -> dict[tuple[int, int], list[Group]]:

@@ -24,12 +24,20 @@ short token a receiver counts: anything on the network may arrive.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import struct
 
 import attrs
+
+# REPLAY_WINDOW, TAG_SIZE, newId and readKey are re-exported: the tools use wire.newId etc.
+from netservices._common.authentication import (  # noqa: F401
+    REPLAY_WINDOW,
+    TAG_SIZE,
+    SequenceWindow,
+    newId,
+    readKey,
+    tag as _tag,
+    tagIsValid,
+)
 
 MAGIC = b"NSMC"
 VERSION = 1
@@ -38,15 +46,11 @@ DATA, FINAL, PROBE, REPLY = 0, 1, 2, 3
 KINDS = {DATA: "data", FINAL: "final", PROBE: "probe", REPLY: "reply"}
 
 FLAG_HMAC = 1
-TAG_SIZE = 32
 
 HEADER = struct.Struct("!4sBBBxQQQQ")
 
 #: The longest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
-
-#: How far back (in sequence numbers) the replay window reaches.
-REPLAY_WINDOW = 1024
 
 
 class WireError(Exception):
@@ -79,25 +83,6 @@ class Message:
     authenticated: bool = False
 
 
-def newId() -> int:
-    """
-    @return: a random 64-bit id.
-    """
-    return int.from_bytes(os.urandom(8), "big")
-
-
-def readKey(path: str) -> bytes:
-    """
-    @return: the key in file C{path} (surrounding whitespace removed).
-    @raise ValueError: if it is shorter than 16 bytes.
-    """
-    with open(path, "rb") as f:
-        key = f.read().strip()
-    if len(key) < 16:
-        raise ValueError(f"{path}: a key needs at least 16 bytes")
-    return key
-
-
 def encode(
     kind: int,
     sender: int,
@@ -121,7 +106,7 @@ def encode(
         payload += b"\0" * missing
     body = header + payload
     if key is not None:
-        body += hmac.new(key, body, hashlib.sha256).digest()
+        body += _tag(key, body)
     return body
 
 
@@ -144,8 +129,7 @@ def parse(data: bytes, key: bytes | None = None) -> Message:
             raise WireError("foreign")
         body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
         if key is not None:
-            expected = hmac.new(key, body, hashlib.sha256).digest()
-            if not hmac.compare_digest(tag, expected):
+            if not tagIsValid(key, body, tag):
                 raise WireError("forged")
             authenticated = True
     elif key is not None:
@@ -153,42 +137,19 @@ def parse(data: bytes, key: bytes | None = None) -> Message:
     return Message(kind, sender, session, sequence, sent, body[HEADER.size :], authenticated)
 
 
-class ReplayWindow:
+class ReplayWindow(SequenceWindow):
     """
-    Refuses authenticated datagrams seen before: per (sender, session), the
-    highest sequence number and a bitmap of the L{REPLAY_WINDOW} below it
-    (as IPsec does).  Older ones are refused too.  At most C{maxStreams}
-    streams are remembered.
+    Refuses authenticated datagrams seen before: a L{SequenceWindow} per
+    (sender, session, kind), as IPsec does.  Older ones are refused too.
     """
-
-    def __init__(self, size: int = REPLAY_WINDOW, maxStreams: int = 4096) -> None:
-        self.size = size
-        self.maxStreams = maxStreams
-        self._streams: dict[tuple[int, int, int], tuple[int, int]] = {}
 
     def accept(self, message: Message) -> bool:
         """
         @return: whether C{message} is new; it is then recorded.
         """
-        key = (message.sender, message.session, message.kind)
-        seq = message.sequence
-        state = self._streams.get(key)
-        if state is None:
-            if len(self._streams) >= self.maxStreams:
-                self._streams.pop(next(iter(self._streams)))
-            self._streams[key] = (seq, 1)
-            return True
-        highest, bitmap = state
-        if seq > highest:
-            shift = seq - highest
-            bitmap = ((bitmap << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
-            self._streams[key] = (seq, bitmap)
-            return True
-        back = highest - seq
-        if back >= self.size or bitmap >> back & 1:
-            return False
-        self._streams[key] = (highest, bitmap | 1 << back)
-        return True
+        return self.acceptSequence(
+            (message.sender, message.session, message.kind), message.sequence
+        )
 
 
 class Codec:
