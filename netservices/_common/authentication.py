@@ -44,6 +44,48 @@ def readKey(path: str) -> bytes:
     return key
 
 
+#: The header flag that says a tag ends the datagram.
+FLAG_HMAC = 1
+
+
+class WireError(Exception):
+    """
+    A datagram that is not ours, or not acceptable.
+
+    @ivar reason: why, in one word: C{foreign}, C{version},
+        C{unauthenticated}, C{forged}, C{replayed}, ...
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def checkTag(
+    data: bytes, flags: int, key: bytes | None, headerSize: int
+) -> tuple[bytes, bool]:
+    """
+    Check the tag of a received datagram whose header had C{flags}.  With a
+    C{key}, only datagrams with a valid tag are accepted; without, a tag is
+    removed unchecked.
+
+    @return: the datagram without its tag, and whether it was authenticated.
+    @raise WireError: C{foreign}, C{forged} or C{unauthenticated}.
+    """
+    if flags & FLAG_HMAC:
+        if len(data) < headerSize + TAG_SIZE:
+            raise WireError("foreign")
+        body, received = data[:-TAG_SIZE], data[-TAG_SIZE:]
+        if key is None:
+            return body, False
+        if not tagIsValid(key, body, received):
+            raise WireError("forged")
+        return body, True
+    if key is not None:
+        raise WireError("unauthenticated")
+    return data, False
+
+
 def keyOption(path: str | None) -> bytes | None:
     """
     Read the key of a C{--key-file} option, if one was given.

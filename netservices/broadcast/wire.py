@@ -30,12 +30,14 @@ import struct
 import attrs
 
 from netservices._common.authentication import (
+    FLAG_HMAC,
     TAG_SIZE,
     SequenceWindow,
+    WireError,
+    checkTag,
     newId,
     readKey,
     tag,
-    tagIsValid,
 )
 
 MAGIC = b"NSBC"
@@ -44,7 +46,6 @@ VERSION = 1
 HELLO, BYE, DATA, HERE = 0, 1, 2, 3
 KINDS = {HELLO: "hello", BYE: "bye", DATA: "data", HERE: "here"}
 
-FLAG_HMAC = 1
 
 HEADER = struct.Struct("!4sBBBxIQQQ")
 
@@ -58,19 +59,6 @@ MAX_AGE_LIMIT = 86400
 #: seconds) are refused as C{stale}: a replay window is per run of a peer,
 #: and this bounds replays from earlier runs.
 MAX_CLOCK_SKEW = 60.0
-
-
-class WireError(Exception):
-    """
-    A datagram that is not ours, or not acceptable.
-
-    @ivar reason: C{foreign}, C{version}, C{unauthenticated}, C{forged},
-        C{replayed}, C{stale} or C{bad-text}.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @attrs.frozen
@@ -136,18 +124,7 @@ def parse(data: bytes, key: bytes | None = None) -> Message:
     _, version, kind, flags, maxAge, peer, sequence, sent = HEADER.unpack_from(data)
     if version != VERSION or kind not in KINDS or flags & ~FLAG_HMAC:
         raise WireError("version")
-    body = data
-    authenticated = False
-    if flags & FLAG_HMAC:
-        if len(data) < HEADER.size + TAG_SIZE:
-            raise WireError("foreign")
-        body, received = data[:-TAG_SIZE], data[-TAG_SIZE:]
-        if key is not None:
-            if not tagIsValid(key, body, received):
-                raise WireError("forged")
-            authenticated = True
-    elif key is not None:
-        raise WireError("unauthenticated")
+    body, authenticated = checkTag(data, flags, key, HEADER.size)
     payload = body[HEADER.size :]
     if kind != DATA and payload:
         raise WireError("version")

@@ -28,16 +28,19 @@ import struct
 
 import attrs
 
-# REPLAY_WINDOW, TAG_SIZE, newId and readKey are re-exported: the tools use wire.newId etc.
-from netservices._common.authentication import (  # noqa: F401
-    REPLAY_WINDOW,
+from netservices._common.authentication import (
+    FLAG_HMAC,
     TAG_SIZE,
     SequenceWindow,
+    WireError,
+    checkTag,
     newId,
     readKey,
     tag as _tag,
-    tagIsValid,
 )
+
+#: Names the tools use through this module.
+__all__ = ["WireError", "newId", "readKey", "TAG_SIZE", "HEADER", "Codec", "encode", "parse"]
 
 MAGIC = b"NSMC"
 VERSION = 1
@@ -45,25 +48,11 @@ VERSION = 1
 DATA, FINAL, PROBE, REPLY = 0, 1, 2, 3
 KINDS = {DATA: "data", FINAL: "final", PROBE: "probe", REPLY: "reply"}
 
-FLAG_HMAC = 1
 
 HEADER = struct.Struct("!4sBBBxQQQQ")
 
 #: The longest UDP payload over IPv4.
 MAX_DATAGRAM = 65507
-
-
-class WireError(Exception):
-    """
-    A datagram that is not ours, or not acceptable.
-
-    @ivar reason: C{foreign}, C{version}, C{unauthenticated}, C{forged} or
-        C{replayed}.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @attrs.frozen
@@ -122,18 +111,7 @@ def parse(data: bytes, key: bytes | None = None) -> Message:
     magic, version, kind, flags, sender, session, sequence, sent = HEADER.unpack_from(data)
     if version != VERSION or kind not in KINDS:
         raise WireError("version")
-    body = data
-    authenticated = False
-    if flags & FLAG_HMAC:
-        if len(data) < HEADER.size + TAG_SIZE:
-            raise WireError("foreign")
-        body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
-        if key is not None:
-            if not tagIsValid(key, body, tag):
-                raise WireError("forged")
-            authenticated = True
-    elif key is not None:
-        raise WireError("unauthenticated")
+    body, authenticated = checkTag(data, flags, key, HEADER.size)
     return Message(kind, sender, session, sequence, sent, body[HEADER.size :], authenticated)
 
 
