@@ -65,7 +65,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import DatagramProtocol, ProcessProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -1316,3 +1316,58 @@ class SynchronousThreadPool:
         """
         while self.pending:
             self.runNext()
+
+
+class RecordingProtocol(Protocol):
+    """
+    Records what happens to one connection, for tests of protocol wrappers
+    and factories.
+
+    @ivar made: how many times C{connectionMade} ran.
+    @ivar peer: C{getPeer()} in C{connectionMade}.
+    @ivar host: C{getHost()} in C{connectionMade}.
+    @ivar chunks: the data received, chunk by chunk.
+    @ivar lost: the reasons given to C{connectionLost}.
+    """
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.peer = self.host = None
+        self.chunks: list[bytes] = []
+        self.lost: list[Failure] = []
+
+    @property
+    def received(self) -> bytes:
+        """
+        All the data received.
+        """
+        return b"".join(self.chunks)
+
+    def connectionMade(self) -> None:
+        self.made += 1
+        self.peer = self.transport.getPeer()
+        self.host = self.transport.getHost()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
+class RecordingFactory(Factory):
+    """
+    Builds C{protocol} instances (L{RecordingProtocol} by default) and keeps
+    them in C{built}.
+    """
+
+    protocol = RecordingProtocol
+
+    def __init__(self) -> None:
+        self.built: list = []
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol()
+        protocol.factory = self
+        self.built.append(protocol)
+        return protocol

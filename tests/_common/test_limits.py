@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import Logger
@@ -21,43 +20,9 @@ from netservices._common.limits import (
     peerKey,
 )
 from netservices._common.logs import RefusalLog
+from netservices.testing import RecordingFactory
 
 SERVER = IPv4Address("TCP", "127.0.0.1", 7007)
-
-
-class Recorder(Protocol):
-    """
-    Record what happens to a connection.
-    """
-
-    def __init__(self) -> None:
-        self.made = 0
-        self.received: list[bytes] = []
-        self.lost: list[Failure] = []
-
-    def connectionMade(self) -> None:
-        self.made += 1
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost.append(reason)
-
-
-class RecorderFactory(Factory):
-    """
-    Build L{Recorder}s and keep them.
-    """
-
-    def __init__(self) -> None:
-        self.built: list[Recorder] = []
-
-    def buildProtocol(self, addr) -> Recorder:
-        protocol = Recorder()
-        protocol.factory = self
-        self.built.append(protocol)
-        return protocol
 
 
 def refusalMessage(reason: str) -> bytes:
@@ -81,7 +46,7 @@ class LimitingTests(SynchronousTestCase):
 
     def makeFactory(self, **limits: float) -> LimitingFactory:
         """
-        Make C{self.factory}, limiting a L{RecorderFactory} with
+        Make C{self.factory}, limiting a L{RecordingFactory} with
         C{limits}, logging to C{self.events} on C{self.clock}.
         """
         self.clock = Clock()
@@ -89,7 +54,7 @@ class LimitingTests(SynchronousTestCase):
         self.refusals = RefusalLog(
             Logger(observer=self.events), self.clock, "connection"
         )
-        self.wrapped = RecorderFactory()
+        self.wrapped = RecordingFactory()
         self.factory = LimitingFactory(
             self.wrapped,
             ConnectionLimits(**limits),
@@ -161,7 +126,7 @@ class LimitingTests(SynchronousTestCase):
         recorder = self.wrapped.built[-1]
         protocol.dataReceived(b"hello")
         protocol.connectionLost(closed())
-        self.assertEqual((recorder.made, recorder.received, recorder.lost), (0, [], []))
+        self.assertEqual((recorder.made, recorder.chunks, recorder.lost), (0, [], []))
         self.assertIsNone(recorder.transport)
         self.assertEqual(self.factory.open, 1)
         self.assertEqual(self.factory.perPeer, {"192.0.2.1/32": 1})
@@ -181,7 +146,7 @@ class LimitingTests(SynchronousTestCase):
         protocol.dataReceived(b"hello")
         reason = closed()
         protocol.connectionLost(reason)
-        self.assertEqual(recorder.received, [b"hello"])
+        self.assertEqual(recorder.chunks, [b"hello"])
         self.assertEqual(recorder.lost, [reason])
 
     def test_ipv6SameSlash64(self):
@@ -382,7 +347,7 @@ class LimitingTests(SynchronousTestCase):
         client gets no message by default.
         """
         factory = LimitingFactory(
-            RecorderFactory(), ConnectionLimits(maxPerPeer=1), Clock()
+            RecordingFactory(), ConnectionLimits(maxPerPeer=1), Clock()
         )
         peer = IPv4Address("TCP", "192.0.2.1", 1)
         transports = []

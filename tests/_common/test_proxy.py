@@ -29,6 +29,7 @@ from netservices._common.proxy import (
     isProxied,
     transportChain,
 )
+from netservices.testing import RecordingFactory, RecordingProtocol
 
 #: The load balancer, as the listening socket sees it.
 BALANCER = IPv4Address("TCP", "10.0.0.1", 33333)
@@ -75,44 +76,24 @@ def v2Header(
     )
 
 
-class Recorder(Protocol):
+class Recorder(RecordingProtocol):
     """
-    Record what the wrapped protocol sees.
+    Also records whether the connection came through a PROXY header.
     """
 
-    def __init__(self) -> None:
-        self.made = 0
-        self.peer = self.host = None
-        self.proxied = None
-        self.received = b""
-        self.lost: list[Failure] = []
+    proxied = None
 
     def connectionMade(self) -> None:
-        self.made += 1
-        self.peer = self.transport.getPeer()
-        self.host = self.transport.getHost()
+        super().connectionMade()
         self.proxied = isProxied(self.transport)
 
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
 
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost.append(reason)
-
-
-class RecorderFactory(Factory):
+class RecorderFactory(RecordingFactory):
     """
-    Build L{Recorder}s and keep them.
+    Builds L{Recorder}s and keeps them.
     """
 
-    def __init__(self) -> None:
-        self.built: list[Recorder] = []
-
-    def buildProtocol(self, addr) -> Recorder:
-        protocol = Recorder()
-        protocol.factory = self
-        self.built.append(protocol)
-        return protocol
+    protocol = Recorder
 
 
 class ProxyHeaderTests(SynchronousTestCase):
