@@ -61,6 +61,21 @@ class WireError(Exception):
         self.reason = reason
 
 
+def seal(body: bytes, key: bytes | None) -> bytes:
+    """
+    @return: C{body} followed by its tag under C{key}; C{body} itself when
+        there is no key.
+    """
+    return body if key is None else body + tag(key, body)
+
+
+def headerFlags(key: bytes | None) -> int:
+    """
+    @return: the header flags of a datagram sent with C{key} (or none).
+    """
+    return FLAG_HMAC if key is not None else 0
+
+
 def checkTag(
     data: bytes, flags: int, key: bytes | None, headerSize: int
 ) -> tuple[bytes, bool]:

@@ -127,6 +127,26 @@ async def resolveDatagramTarget(host: str, port: int) -> tuple[int, str]:
     return family, sockaddr[0]
 
 
+def streamEndpoint(
+    reactor,
+    host: str,
+    port: int,
+    timeout: float,
+    tls: bool = False,
+    caFile: str | None = None,
+    serverName: str | None = None,
+):
+    """
+    @return: the client endpoint for C{host:port}, wrapped in TLS that
+        verifies the server's certificate for C{serverName} (default
+        C{host}) when asked.
+    """
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls:
+        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
+    return endpoint
+
+
 async def connectStream(
     reactor,
     host: str,
@@ -151,9 +171,7 @@ async def connectStream(
         fails; L{defer.CancelledError} if the caller cancelled.
     """
     where = joinHostPort(host, port)
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
+    endpoint = streamEndpoint(reactor, host, port, timeout, tls, caFile, serverName)
     connecting = connectProtocol(endpoint, protocol)
     connecting.addCallback(lambda _: ready)
     connecting.addTimeout(timeout, reactor)

@@ -36,8 +36,9 @@ from netservices._common.authentication import (
     WireError,
     checkTag,
     newId,
+    headerFlags,
     readKey,
-    tag,
+    seal,
 )
 
 MAGIC = b"NSBC"
@@ -98,11 +99,8 @@ def encode(
     """
     @return: one datagram.
     """
-    flags = FLAG_HMAC if key is not None else 0
-    body = HEADER.pack(MAGIC, VERSION, kind, flags, maxAge, peer, sequence, sent) + payload
-    if key is not None:
-        body += tag(key, body)
-    return body
+    header = HEADER.pack(MAGIC, VERSION, kind, headerFlags(key), maxAge, peer, sequence, sent)
+    return seal(header + payload, key)
 
 
 def overhead(key: bytes | None) -> int:

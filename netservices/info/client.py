@@ -12,7 +12,7 @@ import os
 import socket
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
 
 from netservices._common.addresses import joinHostPort
@@ -20,7 +20,7 @@ from netservices._common.client import (
     ClientError,
     connectionFailure,
     resolveDatagramTarget,
-    tlsOptions,
+    streamEndpoint,
 )
 from netservices.info import stun
 from netservices.info.wire import Sighting, makeQuery, parseAnswer
@@ -72,9 +72,7 @@ async def askTCP(
         by default.
     """
     where = joinHostPort(host, port)
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if tls:
-        endpoint = wrapClientTLS(tlsOptions(serverName or host, caFile), endpoint)
+    endpoint = streamEndpoint(reactor, host, port, timeout, tls, caFile, serverName)
     collector = _AnswerCollector()
     attempt = connectProtocol(endpoint, collector)
     attempt.addCallback(lambda _: collector.done)

@@ -29,14 +29,14 @@ import struct
 import attrs
 
 from netservices._common.authentication import (
-    FLAG_HMAC,
     TAG_SIZE,
     SequenceWindow,
     WireError,
     checkTag,
     newId,
+    headerFlags,
     readKey,
-    tag as _tag,
+    seal,
 )
 
 #: Names the tools use through this module.
@@ -87,16 +87,11 @@ def encode(
         least this many bytes.
     @return: one datagram.
     """
-    flags = FLAG_HMAC if key is not None else 0
-    header = HEADER.pack(MAGIC, VERSION, kind, flags, sender, session, sequence, sent)
-    tag = TAG_SIZE if key is not None else 0
-    missing = size - len(header) - len(payload) - tag
+    header = HEADER.pack(MAGIC, VERSION, kind, headerFlags(key), sender, session, sequence, sent)
+    missing = size - len(header) - len(payload) - (TAG_SIZE if key is not None else 0)
     if missing > 0:
         payload += b"\0" * missing
-    body = header + payload
-    if key is not None:
-        body += _tag(key, body)
-    return body
+    return seal(header + payload, key)
 
 
 def parse(data: bytes, key: bytes | None = None) -> Message:
