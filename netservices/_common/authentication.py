@@ -111,8 +111,10 @@ def keyOption(path: str | None) -> bytes | None:
         return None
     try:
         return readKey(path)
-    except (OSError, ValueError) as e:
-        raise usage.UsageError(f"--key-file: {getattr(e, 'strerror', None) or e}")
+    except OSError as e:
+        raise usage.UsageError(f"--key-file: {e.strerror}: {path}")
+    except ValueError as e:
+        raise usage.UsageError(f"--key-file: {e}")
 
 
 def tag(key: bytes, body: bytes) -> bytes:

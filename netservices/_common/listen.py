@@ -11,6 +11,7 @@ import re
 from typing import Callable, Sequence
 
 import attrs
+from OpenSSL.crypto import Error as OpenSSLError
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
@@ -321,6 +322,10 @@ def errorText(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         name = f": {error.filename}" if error.filename else ""
         return f"{error.strerror}{name}"
+    if isinstance(error, OpenSSLError):
+        # pyOpenSSL shows a list of (library, function, reason) tuples.
+        reasons = [entry[2] for entry in (error.args[0] if error.args else []) if len(entry) > 2]
+        return "not a usable key or certificate (" + (", ".join(r for r in reasons if r) or "OpenSSL error") + ")"
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, TypeError) and "multiple values" in text:
         # serverFromString splits on every unescaped colon.

@@ -41,15 +41,21 @@ class _AnswerCollector(Protocol):
 
     def __init__(self) -> None:
         self.received = b""
+        self.tooLong = False
         self.done: defer.Deferred[bytes] = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.tooLong:
+            return
         self.received += data
         if len(self.received) > MAX_ANSWER:
+            self.tooLong = True
             self.transport.abortConnection()
 
     def connectionLost(self, reason) -> None:
-        if reason.check(error.ConnectionDone, error.ConnectionLost) and self.received:
+        if self.tooLong:
+            self.done.errback(ValueError(f"its answer is longer than {MAX_ANSWER} bytes"))
+        elif reason.check(error.ConnectionDone, error.ConnectionLost) and self.received:
             self.done.callback(self.received)
         else:
             self.done.errback(reason)
@@ -83,6 +89,8 @@ async def askTCP(
         raise InfoError(f"no answer from {where} within {timeout:g} s")
     except (error.ConnectionDone, error.ConnectionLost):
         raise InfoError(f"{where} closed the connection without answering")
+    except ValueError as e:
+        raise InfoError(f"{where} is not a tcp-info server: {e}")
     except Exception as e:
         raise InfoError(connectionFailure(e, host, where))
     try:

@@ -17,6 +17,7 @@ from netservices._common.listen import (
     ListenOptions,
     errorText,
     helpText,
+    nonNegativeFloat,
     parseStreamDescription,
 )
 from netservices._common.logs import RefusalLog
@@ -121,8 +122,8 @@ class UDPInfoOptions(DatagramListenOptions, DatagramPolicyOptions):
     defaultListen = f"udp:{UDP_INFO_PORT}:interface=127.0.0.1"
     portTemplate = "udp:{port}:interface=127.0.0.1"
     optParameters = [
-        ["stun-rate", None, 10.0, "STUN answers per second to one source prefix.", float],
-        ["stun-burst", None, 20.0, "STUN answers in a burst to one source prefix.", float],
+        ["stun-rate", None, 10.0, "STUN answers per second to one source prefix.", nonNegativeFloat],
+        ["stun-burst", None, 20.0, "STUN answers in a burst to one source prefix.", nonNegativeFloat],
     ]
 
 

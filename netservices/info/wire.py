@@ -90,7 +90,7 @@ def parseAnswer(data: bytes) -> Sighting:
         for word in text.split():
             key, sep, value = word.partition("=")
             if not sep:
-                raise ValueError(f"unexpected {word!r} in answer")
+                raise ValueError(f"unexpected {_shorten(word)!r} in answer")
             values[key] = {"yes": True, "no": False}.get(value, value)
     try:
         return Sighting(
@@ -104,6 +104,11 @@ def parseAnswer(data: bytes) -> Sighting:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"incomplete answer ({e})")
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    # Error messages quote what came in; a hostile peer must not fill them.
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def makeQuery(wantJSON: bool) -> bytes:

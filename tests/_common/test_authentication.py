@@ -4,7 +4,9 @@ Tests for L{netservices._common.authentication}.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from netservices._common.authentication import SequenceWindow, tag, tagIsValid
+from twisted.python import usage
+
+from netservices._common.authentication import SequenceWindow, keyOption, tag, tagIsValid
 
 
 class SequenceWindowTests(SynchronousTestCase):
@@ -44,3 +46,37 @@ class SequenceWindowTests(SynchronousTestCase):
         self.assertTrue(tagIsValid(key, b"body", t))
         self.assertFalse(tagIsValid(key, b"bodz", t))
         self.assertFalse(tagIsValid(b"x" * 16, b"body", t))
+
+
+class KeyOptionTests(SynchronousTestCase):
+    """
+    L{keyOption} reads C{--key-file} and explains what is wrong in one line.
+    """
+
+    def test_noKey(self):
+        """
+        Without a path there is no key.
+        """
+        self.assertIsNone(keyOption(None))
+
+    def test_key(self):
+        """
+        A file of at least 16 bytes is the key, whitespace stripped.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"0123456789abcdef\n")
+        self.assertEqual(keyOption(path), b"0123456789abcdef")
+
+    def test_missingAndShort(self):
+        """
+        A missing file and a short key are usage errors naming the file.
+        """
+        missing = self.mktemp()
+        error = self.assertRaises(usage.UsageError, keyOption, missing)
+        self.assertIn(missing, str(error))
+        short = self.mktemp()
+        with open(short, "wb") as f:
+            f.write(b"short")
+        error = self.assertRaises(usage.UsageError, keyOption, short)
+        self.assertIn("16 bytes", str(error))

@@ -365,6 +365,23 @@ class ErrorTextTests(SynchronousTestCase):
     L{errorText}.
     """
 
+    def test_openSSLError(self):
+        """
+        A key or certificate file OpenSSL cannot use is named as such, with
+        OpenSSL's reasons, instead of a list of tuples.
+        """
+        from OpenSSL.crypto import Error
+
+        error = Error([("DECODER routines", "", "unsupported")])
+        self.assertEqual(errorText(error), "not a usable key or certificate (unsupported)")
+
+    def test_stunRateNotNegative(self):
+        """
+        udp-info refuses a negative STUN rate or burst while parsing.
+        """
+        for option in ("--stun-rate", "--stun-burst"):
+            self.assertRaises(usage.UsageError, UDPInfoOptions().parseOptions, [option, "-5"])
+
     def test_cannotListen(self):
         """
         L{CannotListenError} is reduced to the socket error's text.

@@ -95,6 +95,14 @@ class FormatTests(SynchronousTestCase):
             self.assertRaises(ValueError, parseAnswer, data)
 
 
+    def test_errorsQuoteLittle(self):
+        """
+        What a hostile peer sent is quoted in errors only in part.
+        """
+        error = self.assertRaises(ValueError, parseAnswer, b"x" * 100000)
+        self.assertLess(len(str(error)), 100)
+
+
 class QueryTests(SynchronousTestCase):
     """
     The udp-info query format.
