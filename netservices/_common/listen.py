@@ -333,7 +333,7 @@ def errorText(error: BaseException) -> str:
     return text
 
 
-class _Listener(service.Service):
+class BaseListener(service.Service):
     """
     Listens while running.  Binding happens in C{privilegedStartService}
     (before twistd drops privileges, so ports below 1024 work) or, under
@@ -406,16 +406,22 @@ class _Listener(service.Service):
             log.critical(message)
             self.reactor.stop()
 
+    def _unbind(self, port):
+        """
+        Stop listening on C{port}.
+        """
+        return port.stopListening()
+
     def stopService(self):
         super().stopService()
         if self._pending is not None:
             self._pending.cancel()
         port, self.port = self.port, None
         if port is not None:
-            return port.stopListening()
+            return self._unbind(port)
 
 
-class StreamListener(_Listener):
+class StreamListener(BaseListener):
     """
     Listens on one stream endpoint while running.
     """
@@ -429,7 +435,7 @@ class StreamListener(_Listener):
         return self.endpoint.listen(self.factory)
 
 
-class DatagramListener(_Listener):
+class DatagramListener(BaseListener):
     """
     Listens on one UDP address while running, with a protocol made for it.
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import socket
 
 from twisted.application import service
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
 from netservices._common.authentication import keyOption
 from netservices._common.listen import (
-    errorText,
+    BaseListener,
     numberOption,
     portNumber,
     positiveFloat,
@@ -92,12 +91,17 @@ class BroadcastOptions(PeerOptions):
     optFlags = [["quiet", "q", "Count messages without a line for each."]]
 
 
-class BroadcastService(service.Service):
+class BroadcastService(BaseListener):
     """
-    Runs one L{BroadcastPeer}; logs its totals when stopped.
+    Runs one L{BroadcastPeer} (listening the way every service does, see
+    L{BaseListener}); logs its totals when stopped.
     """
 
-    def __init__(self, peer: BroadcastPeer, log: Logger, quiet: bool) -> None:
+    def __init__(self, peer: BroadcastPeer, log: Logger, quiet: bool, reactor) -> None:
+        settings = peer.settings
+        super().__init__(
+            f"broadcast peer on {settings.interface.name}, port {settings.port}", reactor
+        )
         self.peer, self.log, self.quiet = peer, log, quiet
         self.counts: dict[tuple[str, str], int] = {}
 
@@ -117,31 +121,20 @@ class BroadcastService(service.Service):
         elif not self.quiet:
             self.log.info("{event} {peer} at {address} on {interface}", **event)
 
-    def startService(self) -> None:
-        super().startService()
+    def _bind(self):
+        self.peer.start()
+        return self.peer.port
+
+    def _boundPort(self, port) -> None:
         s = self.peer.settings
-        try:
-            self.peer.start()
-        except (OSError, CannotListenError, InterfaceError) as e:
-            raise SystemExit(
-                f"netservices broadcast: cannot listen on port {s.port}"
-                f" of {s.interface.name}: {errorText(e)}"
-            )
-        where = ", ".join(self.peer.targets)
-        host = self.peer.port.getHost()
-        shown = f"[{host.host}]" if ":" in host.host else (host.host or "0.0.0.0")
-        self.log.info(
-            "listening on {address} ({description})",
-            address=f"UDP {shown}:{host.port}", description=f"broadcast peer on {s.interface.name}",
-        )
         self.log.info(
             "broadcast peer {peer} on {interface} port {port}, sending to {targets}",
-            peer=f"{self.peer.id:016x}", interface=s.interface.name, port=self.peer.port.getHost().port,
-            targets=where,
+            peer=f"{self.peer.id:016x}", interface=s.interface.name,
+            port=port.getHost().port, targets=", ".join(self.peer.targets),
         )
 
-    def stopService(self) -> None:
-        super().stopService()
+    def _unbind(self, port) -> None:
+        # Says bye, stops the timers and closes the socket.
         self.peer.stop()
 
     def logTotals(self) -> None:
@@ -173,7 +166,7 @@ def makeService(options: BroadcastOptions, reactor=None) -> service.MultiService
     holder: list[BroadcastService] = []
     CallOnStop(lambda: holder[0].logTotals()).setServiceParent(top)
     peer = BroadcastPeer(reactor, options["settings"], wire.Codec(options["key"]), log=log)
-    server = BroadcastService(peer, log, options["quiet"])
+    server = BroadcastService(peer, log, options["quiet"], reactor)
     holder.append(server)
     peer.onEvent = server.event
     server.setServiceParent(top)

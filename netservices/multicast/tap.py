@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from netservices._common.authentication import keyOption
-from netservices._common.listen import _Listener, helpText, portNumber
+from netservices._common.listen import BaseListener, helpText, portNumber
 from netservices._common.multicast import (
     MulticastError,
     checkSocketLimits,
@@ -130,7 +130,7 @@ class MulticastOptions(GroupOptions, DatagramPolicyOptions):
         self.checkLimits()
 
 
-class MulticastListener(_Listener):
+class MulticastListener(BaseListener):
     """
     One socket of the node: binds the wildcard address of its family on
     its port, then joins its groups on each interface.
