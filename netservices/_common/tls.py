@@ -1,0 +1,405 @@
+# -*- test-case-name: tests._common.test_tls -*-
+"""
+TLS for the services: loading a PEM key and certificate, making a
+self-signed one when none is given, and the server options built from them.
+
+Keys and certificates are kept as C{cryptography} objects from end to end:
+L{ServerCertificate.serverOptions} hands them to Twisted's
+C{CertificateOptions} directly (pyOpenSSL takes them as they are), because
+the pyOpenSSL C{X509}/C{PKey} paths are deprecated in pyOpenSSL 26 and warn.
+
+The self-signed certificate is an end-entity certificate (C{CA:FALSE}, key
+usage C{digitalSignature}, extended key usage C{serverAuth}) that names
+itself as its issuer: a client that pins it as its only trust root
+(Twisted's C{optionsForClientTLS(name, trustRoot=Certificate)}, Python's
+C{ssl} with C{cafile}, C{curl --cacert}) accepts it for each name it lists;
+OpenSSL needs no C{CA:TRUE} to take a self-signed certificate in its trust
+store as the anchor of a chain of one, even with C{-x509_strict}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import Iterable, Union
+
+import attrs
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+
+#: The private keys a server certificate may have (those TLS can sign with).
+PrivateKey = Union[
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+]
+
+_SIGNING_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
+
+#: The OpenSSL cipher string of the TLS 1.2 suites a server accepts: forward
+#: secret (ECDHE) with an AEAD cipher only.  TLS 1.3 suites are configured
+#: apart by OpenSSL and are all of that kind.
+TLS12_CIPHERS = "ECDH+AESGCM:ECDH+CHACHA20:!aNULL"
+
+#: The file names L{ensureSelfSignedCertificate} uses in its directory.
+KEY_FILE = "tls-key.pem"
+CERTIFICATE_FILE = "tls-cert.pem"
+
+#: How far back a new certificate's validity starts, for clocks a little
+#: behind ours.
+CLOCK_SKEW = datetime.timedelta(hours=1)
+
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+@attrs.frozen
+class ServerCertificate:
+    """
+    A server's private key and certificate.
+
+    @ivar key: the private key.
+    @ivar certificate: the certificate of C{key}.
+    @ivar chain: the certificates that followed the first one in the
+        certificate file (intermediates sent along with C{certificate}).
+    @ivar keyPath: the file C{key} was loaded from or written to, if any.
+    @ivar certificatePath: the file C{certificate} was loaded from or
+        written to, if any (the same as C{keyPath} for a combined file).
+    """
+
+    key: PrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=tuple)
+    keyPath: Path | None = None
+    certificatePath: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """
+        The SHA-256 fingerprint of C{certificate} (of its DER form) as
+        uppercase hex pairs joined by C{:}, as C{openssl x509 -fingerprint
+        -sha256} prints it.
+        """
+        return self.certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+    def serverOptions(self) -> CertificateOptions:
+        """
+        @return: options for a TLS server with this key and certificate
+            (and C{chain}): TLS 1.2 or later, and on TLS 1.2 only the
+            suites of L{TLS12_CIPHERS}.
+        """
+        # CertificateOptions is annotated with pyOpenSSL types, but passes
+        # them on to pyOpenSSL's Context, which takes cryptography objects
+        # (and warns about its own).
+        return CertificateOptions(
+            privateKey=self.key,  # type: ignore[arg-type]
+            certificate=self.certificate,  # type: ignore[arg-type]
+            extraCertChain=list(self.chain),  # type: ignore[arg-type]
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(
+                TLS12_CIPHERS
+            ),
+        )
+
+
+def _readFile(path: Path, what: str) -> bytes:
+    """
+    @return: the contents of C{path}.
+    @raise ValueError: if it cannot be read, naming it as C{what}.
+    """
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ValueError(
+            f"cannot read {what} {path}: {error.strerror or error}"
+        ) from None
+
+
+def _publicKeyBytes(publicKey) -> bytes:
+    return publicKey.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def loadServerCertificate(
+    keyPath: str | os.PathLike[str],
+    certificatePath: str | os.PathLike[str] | None = None,
+) -> ServerCertificate:
+    """
+    Load a server's key and certificate from PEM files.
+
+    @param keyPath: the file of the unencrypted private key (any PEM key
+        format: PKCS#8, traditional RSA or EC).
+    @param certificatePath: the file of the certificate, followed by any
+        intermediate certificates; L{None} if they are in C{keyPath} too
+        (in any order with the key).
+    @raise ValueError: with a one-line message naming the file, if a file
+        cannot be read, holds no PEM key or certificate, the key is
+        encrypted or cannot sign, or the key is not the certificate's.
+    """
+    keyPath = Path(keyPath)
+    certificatePath = keyPath if certificatePath is None else Path(certificatePath)
+    keyData = _readFile(keyPath, "TLS key file")
+    certificateData = (
+        keyData
+        if certificatePath == keyPath
+        else _readFile(certificatePath, "TLS certificate file")
+    )
+    try:
+        key = serialization.load_pem_private_key(keyData, password=None)
+    except TypeError:
+        raise ValueError(
+            f"TLS key file {keyPath}: the key is encrypted (an unencrypted key is needed)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"TLS key file {keyPath}: no PEM private key found") from None
+    if not isinstance(key, _SIGNING_KEYS):
+        raise ValueError(
+            f"TLS key file {keyPath}: a {type(key).__name__} cannot sign for TLS"
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(certificateData)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise ValueError(
+            f"TLS certificate file {certificatePath}: no PEM certificate found"
+        )
+    certificate, *chain = certificates
+    try:
+        matches = _publicKeyBytes(key.public_key()) == _publicKeyBytes(
+            certificate.public_key()
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        matches = False
+    if not matches:
+        where = (
+            f"TLS key and certificate file {keyPath}"
+            if certificatePath == keyPath
+            else f"TLS key file {keyPath} and certificate file {certificatePath}"
+        )
+        raise ValueError(f"{where}: the key does not match the certificate")
+    return ServerCertificate(key, certificate, tuple(chain), keyPath, certificatePath)
+
+
+def isDNSName(name: str) -> bool:
+    """
+    @return: whether C{name} is an ASCII DNS host name (letters, digits and
+        hyphens in labels of 1 to 63, at most 253 in all; a final dot is
+        allowed) and not an IPv4 address.
+    """
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    labels = name.split(".")
+    if labels[-1].isdigit():
+        return False
+    return all(_DNS_LABEL.match(label) for label in labels)
+
+
+def defaultHostnames() -> list[str]:
+    """
+    @return: the names a self-signed certificate gets when none are given:
+        C{localhost}, C{127.0.0.1}, C{::1} and this host's name (if it is a
+        DNS name other than C{localhost}).
+    """
+    names = ["localhost", "127.0.0.1", "::1"]
+    hostname = socket.gethostname()
+    if isDNSName(hostname) and hostname.rstrip(".").lower() != "localhost":
+        names.append(hostname.rstrip("."))
+    return names
+
+
+def _generalName(name: str) -> x509.GeneralName:
+    """
+    @return: C{name} as a subject alternative name: an IP address if it is
+        one, else a DNS name.
+    @raise ValueError: if it is neither.
+    """
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    if not isDNSName(name):
+        raise ValueError(f"not a DNS name or IP address: {name!r}")
+    return x509.DNSName(name.rstrip("."))
+
+
+def _makeDirectories(directory: Path) -> None:
+    """
+    Create C{directory} and any missing parents, each with mode C{0700};
+    existing ones are left as they are.
+    """
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+
+
+def _writeAtomically(path: Path, data: bytes, mode: int) -> None:
+    """
+    Replace C{path} with a file holding C{data}: written to a new
+    temporary file in the same directory, created with C{mode} (less the
+    umask), then renamed over C{path}.  Readers see the old file or the
+    new one, never part of one.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(
+        temporary,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NOFOLLOW", 0),
+        mode,
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def createSelfSignedCertificate(
+    keyPath: str | os.PathLike[str],
+    certificatePath: str | os.PathLike[str],
+    hostnames: Iterable[str] | None = None,
+    days: int = 825,
+) -> ServerCertificate:
+    """
+    Make a new EC P-256 key and a self-signed certificate for it (signed
+    with SHA-256, valid from an hour ago for C{days} days), and write them
+    as PEM files, replacing any there.
+
+    The key file is mode C{0600} from the moment it exists; missing
+    directories are created with mode C{0700}.  Each file is replaced
+    atomically.
+
+    @param hostnames: the names the certificate is for, each an IP address
+        or a DNS name; by default L{defaultHostnames}.  The first is also
+        its subject's common name (if it fits in 64 characters).
+    @param days: how long it is valid; 825 is the most that Apple's
+        clients accept for a TLS server certificate.
+    @raise ValueError: if C{hostnames} is empty or has a name that is
+        neither an IP address nor a DNS name.
+    @raise TypeError: if C{hostnames} is a string (not a list of them).
+    @raise OSError: if the files cannot be written.
+    """
+    keyPath = Path(keyPath)
+    certificatePath = Path(certificatePath)
+    if isinstance(hostnames, str):
+        raise TypeError(f"hostnames must be a list of names, not a string: {hostnames!r}")
+    names = defaultHostnames() if hostnames is None else list(hostnames)
+    if not names:
+        raise ValueError("a certificate needs at least one host name")
+    alternativeNames: list[x509.GeneralName] = []
+    for name in names:
+        general = _generalName(name)
+        if general not in alternativeNames:
+            alternativeNames.append(general)
+    commonName = names[0].rstrip(".") if len(names[0].rstrip(".")) <= 64 else "netservices"
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alternativeNames), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    keyPEM = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
+    _makeDirectories(keyPath.parent)
+    _makeDirectories(certificatePath.parent)
+    if keyPath == certificatePath:
+        _writeAtomically(keyPath, keyPEM + certificatePEM, 0o600)
+    else:
+        _writeAtomically(keyPath, keyPEM, 0o600)
+        _writeAtomically(certificatePath, certificatePEM, 0o644)
+    return ServerCertificate(key, certificate, (), keyPath, certificatePath)
+
+
+def ensureSelfSignedCertificate(
+    directory: str | os.PathLike[str], hostnames: Iterable[str] | None = None
+) -> tuple[ServerCertificate, bool]:
+    """
+    Load the key and certificate kept in C{directory} (L{KEY_FILE} and
+    L{CERTIFICATE_FILE}), or make them with L{createSelfSignedCertificate}
+    if either is missing (a pair left half-written is made anew).  The
+    directory is created (mode C{0700}) if needed.
+
+    @param hostnames: the names for a new certificate (see
+        L{createSelfSignedCertificate}); an existing one is loaded as it is.
+    @return: the certificate, and whether it was made now.
+    @raise ValueError: if both files exist but cannot be loaded (see
+        L{loadServerCertificate}); they are left as they are.
+    """
+    directory = Path(directory)
+    keyPath, certificatePath = directory / KEY_FILE, directory / CERTIFICATE_FILE
+    if keyPath.exists() and certificatePath.exists():
+        return loadServerCertificate(keyPath, certificatePath), False
+    _makeDirectories(directory)
+    return createSelfSignedCertificate(keyPath, certificatePath, hostnames), True
