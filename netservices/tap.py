@@ -66,8 +66,18 @@ SERVICES = [
 ]
 
 
-def _lazyOptions(module: str, name: str):
-    return lambda: getattr(import_module(module), name)()
+#: The stateless services, which take C{--workers N}.
+WORKER_SERVICES = frozenset({"tcp-info", "udp-info", "tcp-echo", "udp-echo"})
+
+
+def _lazyOptions(service: str, module: str, name: str):
+    def options():
+        from netservices._common.operations import withOperations
+
+        optionsClass = getattr(import_module(module), name)
+        return withOperations(optionsClass, service, service in WORKER_SERVICES)()
+
+    return options
 
 
 class Options(usage.Options):
@@ -78,7 +88,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Run 'twistd netservices SERVICE --help' for a service's options."
     subCommands = [
-        (name, None, _lazyOptions(module, options), description)
+        (name, None, _lazyOptions(name, module, options), description)
         for name, module, options, _, description in SERVICES
     ]
 
@@ -99,9 +109,16 @@ class Options(usage.Options):
 
 def makeService(options: Options):
     """
-    @return: the service of the chosen sub-command.
+    @return: the service of the chosen sub-command, with the operations
+        every sub-command has (L{netservices._common.operations}: metrics,
+        graceful stop, systemd readiness).
     """
+    from netservices._common.operations import operationsService
+
     for name, module, _, maker, _ in SERVICES:
         if name == options.subCommand:
-            return getattr(import_module(module), maker)(options.subOptions)
+            build = getattr(import_module(module), maker)
+            return operationsService(
+                options.subOptions, lambda: build(options.subOptions)
+            )
     raise ValueError(f"unknown service {options.subCommand!r}")

@@ -37,14 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime
-import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
-import signal
 import socket
 import sys
 import tempfile
@@ -52,10 +49,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import (
@@ -69,15 +63,19 @@ from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.words.protocols.irc import IRCClient
+
+from netservices._common.tls import createSelfSignedCertificate
 
 #: Seconds any one step (starting, waiting for an event, stopping, running a
 #: command) may take before it fails.
 DEFAULT_TIMEOUT = 30.0
 
-#: The exit status (see L{ProcessFailed.exitCode}) of a C{twistd} or C{twist}
-#: that stopped cleanly on C{SIGTERM}: after shutting down they re-raise the
-#: signal that stopped them.
-CLEAN_STOP = -signal.SIGTERM
+#: The exit status (see L{ProcessFailed.exitCode}) of a netservices service
+#: that stopped cleanly on C{SIGTERM}: it drains its work and exits with 0
+#: (L{netservices._common.operations}; plain C{twistd} and C{twist} would
+#: re-raise the signal instead).
+CLEAN_STOP = 0
 
 #: Arguments for C{sys.executable} that stand in for each console script
 #: when it is not next to C{sys.executable}.
@@ -611,10 +609,8 @@ class TwistdProcess(_ProcessBase):
         and fail with L{ProcessTimeout}.  Safe to call more than once, and
         after the process has ended.
 
-        Note that C{twistd} and C{twist} shut down cleanly on C{SIGTERM} and
-        then end themselves with that same signal (so that a supervisor
-        sees why they stopped): the exit status of a clean stop is
-        L{CLEAN_STOP}, not 0.
+        A netservices service stops gracefully on C{SIGTERM} (it lets work
+        in flight finish first) and exits with L{CLEAN_STOP}, 0.
 
         @return: a L{Deferred} firing with the exit status.
         """
@@ -937,6 +933,61 @@ def openDatagramClient(reactor, interface: str) -> DatagramClient:
     return client
 
 
+@attrs.frozen
+class Scrape:
+    """
+    What one scrape of a service's C{/metrics} (C{--metrics-listen}) found.
+
+    @ivar samples: each sample's value by C{(name, labels)}, the labels as
+        a sorted tuple of C{(label, value)} pairs.
+    """
+
+    samples: dict
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """
+        @return: the sum of the samples called C{name} (as exposed, e.g.
+            C{netservices_connections_accepted_total}) whose labels include
+            C{labels}; L{None} if there is none.
+        """
+        wanted = set(labels.items())
+        found = [
+            value
+            for (sample, sampleLabels), value in self.samples.items()
+            if sample == name and wanted <= set(sampleLabels)
+        ]
+        return sum(found) if found else None
+
+
+def scrapeMetrics(
+    reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT
+) -> Deferred:
+    """
+    Fetch C{http://HOST:PORT/metrics} and parse the Prometheus text format.
+
+    @return: a L{Deferred} firing with a L{Scrape}, or failing with
+        L{ValueError} if the answer is not C{200 OK}.
+    """
+    return Deferred.fromCoroutine(_scrapeMetrics(reactor, host, port, timeout))
+
+
+async def _scrapeMetrics(reactor, host: str, port: int, timeout: float) -> Scrape:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = await fetchStream(
+        reactor, host, port, b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n", timeout=timeout
+    )
+    head, _, body = answer.data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0]
+    if b" 200 " not in status + b" ":
+        raise ValueError(f"/metrics answered {status!r}")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode("utf-8")):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return Scrape(samples)
+
+
 def oneLineFailure(
     testCase, result: tuple[bytes, bytes, int], *mentions: str, code: int | None = None
 ) -> str:
@@ -1138,41 +1189,16 @@ def enterNamespace(name: str):
 def writeCertificate(directory: Path) -> tuple[Path, Path]:
     """
     Write a self-signed EC P-256 certificate for C{localhost} and
-    C{127.0.0.1}.
+    C{127.0.0.1}, valid for a day (made by
+    L{netservices._common.tls.createSelfSignedCertificate}).
 
     @return: the path of the key and certificate in one PEM file (what
         C{ssl:...:privateKey=} takes when C{certKey} is not given), and of
         the certificate alone (what clients trust).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
-    keyPEM = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     both, alone = directory / "server.pem", directory / "ca.pem"
-    both.write_bytes(keyPEM + certificatePEM)
-    alone.write_bytes(certificatePEM)
+    created = createSelfSignedCertificate(both, both, ["localhost", "127.0.0.1"], days=1)
+    alone.write_bytes(created.certificate.public_bytes(serialization.Encoding.PEM))
     return both, alone
 
 
@@ -1371,3 +1397,327 @@ class RecordingFactory(Factory):
         protocol.factory = self
         self.built.append(protocol)
         return protocol
+
+
+class FakeChatClient:
+    """
+    One client of a L{FakeChatServer}: a chat connection on a
+    C{StringTransport}, driven line by line.
+
+    @ivar protocol: the server's connection object.
+    @ivar transport: what the server wrote is in C{transport.value()}.
+    """
+
+    def __init__(self, server: FakeChatServer, host: str, secure: bool) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.testing import StringTransport
+        from zope.interface import alsoProvides
+
+        kind = IPv6Address if ":" in host else IPv4Address
+        self.transport = StringTransport(peerAddress=kind("TCP", host, 40000))
+        if secure:
+            alsoProvides(self.transport, ISSLTransport)
+        self.server = server
+        self.protocol = server.factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+        self._read = 0
+
+    def send(self, *lines: str | bytes) -> None:
+        """
+        Send lines, each ended with CR LF, as one read.
+        """
+        data = b"".join(
+            (line if isinstance(line, bytes) else line.encode("utf-8")) + b"\r\n"
+            for line in lines
+        )
+        self.protocol.dataReceived(data)
+
+    def received(self) -> list[str]:
+        """
+        @return: the lines the server wrote since the last call, without
+            line ends (lines collected for the end of the reactor turn are
+            written first).
+        """
+        self.server.clock.advance(0)
+        data = self.transport.value()
+        new, self._read = data[self._read :], len(data)
+        return [line.decode("utf-8") for line in new.split(b"\r\n") if line]
+
+    def register(self, nick: str) -> list[str]:
+        """
+        Register as C{nick} and forget the welcome burst.
+
+        @return: the welcome burst.
+        """
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick.title()} Example")
+        return self.received()
+
+    @property
+    def closed(self) -> bool:
+        """
+        @return: whether the server closed (or aborted) the connection.
+        """
+        return bool(self.transport.disconnecting)
+
+
+class FakeChatServer:
+    """
+    A chat service and factory on a fake clock, for unit tests without
+    sockets: C{connect()} gives a L{FakeChatClient}.
+
+    @ivar clock: the L{Clock} everything runs on; advance it to fire timers.
+    """
+
+    def __init__(self, settings=None, limits=None, motd=None, name: str = "irc.test") -> None:
+        from twisted.internet.task import Clock
+
+        from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
+        from netservices.chat.service import ChatLimits, ChatService
+
+        self.clock = Clock()
+        self.service = ChatService(name, self.clock, limits or ChatLimits())
+        self.factory = ChatFactory(
+            self.service,
+            ServerInfo(name=name, created="today", motd=motd),
+            self.clock,
+            settings or ConnectionSettings(floodRate=0),
+        )
+        self.factory.startFactory()
+
+    def connect(self, host: str = "192.0.2.1", secure: bool = False) -> FakeChatClient:
+        """
+        @return: a new connected, unregistered client.
+        """
+        return FakeChatClient(self, host, secure)
+
+    def user(self, nick: str) -> FakeChatClient:
+        """
+        @return: a new client registered as C{nick}, its welcome read.
+        """
+        client = self.connect()
+        client.register(nick)
+        return client
+
+    def stop(self) -> None:
+        """
+        Stop the factory's timer.
+        """
+        self.factory.stopFactory()
+
+
+class RecordingIRCClient(IRCClient):
+    """
+    Twisted's own IRC client (L{twisted.words.protocols.irc.IRCClient}),
+    for tests of a chat server over real sockets: each callback of
+    L{RECORDED} it gets (C{privmsg}, C{userQuit}, ...) waits, with its
+    arguments, until the test takes it with L{next}; every line received
+    is kept in L{lines}.  Make one with L{connectIRCClient}.
+
+    A test is resumed only once the line that caused the callback has been
+    handled, so L{lines}C{[-1]} is that line.
+
+    @ivar lines: every line received so far, without its line end.
+    @ivar lost: the reason given to C{connectionLost}, once it was.
+    """
+
+    #: The callbacks of L{IRCClient} that are recorded.
+    RECORDED = (
+        "signedOn", "joined", "left", "kickedFrom", "nickChanged",
+        "privmsg", "noticed", "userJoined", "userLeft", "userQuit",
+        "userKicked", "userRenamed", "topicUpdated", "modeChanged",
+    )
+
+    # No PING timer of the client's own left in the reactor.
+    heartbeatInterval = None
+
+    def __init__(
+        self,
+        reactor,
+        nickname: str,
+        register: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """
+        @param register: whether to register (C{NICK}, C{USER}) as soon as
+            connected.
+        @param timeout: how long L{next} and L{linesUntil} wait by default.
+        """
+        self.reactor = reactor
+        self.nickname = nickname
+        self.realname = f"{nickname} test"
+        self.performLogin = register
+        self.timeout = timeout
+        self.lines: list[str] = []
+        self.lost: Failure | None = None
+        self._queues: dict[str, list[tuple]] = {name: [] for name in self.RECORDED}
+        self._fresh: list[tuple[str, tuple]] = []
+        self._waiters: list[tuple[str, Deferred]] = []
+        self._lineWaiters: list[tuple[Callable[[str], bool], list[str], Deferred]] = []
+        self._lostWaiters: list[tuple[Deferred]] = []
+
+    def _record(self, name: str, args: tuple) -> None:
+        self._fresh.append((name, args))
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace")
+        self.lines.append(text)
+        # Those waiting before this line only: a test resumed below may
+        # wait for lines again, from the next one on.
+        lineWaiters = list(self._lineWaiters)
+        super().lineReceived(line)
+        fresh, self._fresh = self._fresh, []
+        for name, args in fresh:
+            self._queues[name].append(args)
+        for waiter in lineWaiters:
+            predicate, seen, waiting = waiter
+            if waiter not in self._lineWaiters:
+                continue
+            seen.append(text)
+            if predicate(text):
+                self._lineWaiters.remove(waiter)
+                waiting.callback(seen)
+        for name, _ in fresh:
+            for waiter in self._waiters:
+                if waiter[0] == name and self._queues[name]:
+                    self._waiters.remove(waiter)
+                    waiter[1].callback(self._queues[name].pop(0))
+                    break
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self.lost = reason
+        waiters = [entry[-1] for entry in self._waiters + self._lineWaiters]
+        lostWaiters = [entry[-1] for entry in self._lostWaiters]
+        self._waiters, self._lineWaiters, self._lostWaiters = [], [], []
+        for waiting in waiters:
+            waiting.errback(reason)
+        for waiting in lostWaiters:
+            waiting.callback(reason.value)
+
+    def _wait(self, waiters: list, key: tuple, timeout: float | None) -> Deferred:
+        """
+        @return: a new L{Deferred}, added to C{waiters} as C{(*key,
+            deferred)} until it fires, times out or is cancelled.
+        """
+        entry: tuple = ()
+
+        def cancel(waiting: Deferred) -> None:
+            if entry in waiters:
+                waiters.remove(entry)
+
+        waiting: Deferred = Deferred(cancel)
+        entry = (*key, waiting)
+        waiters.append(entry)
+        waiting.addTimeout(self.timeout if timeout is None else timeout, self.reactor)
+        return waiting
+
+    def next(self, name: str, timeout: float | None = None) -> Deferred:
+        """
+        Take the oldest call of callback C{name} not taken yet.
+
+        @param name: one of L{RECORDED}.
+        @return: a L{Deferred} firing with the arguments of the call, as a
+            tuple; failing with the reason the connection was lost if it
+            is first, or with L{twisted.internet.defer.TimeoutError}.
+        """
+        queue = self._queues[name]
+        if queue:
+            return succeed(queue.pop(0))
+        if self.lost is not None:
+            return fail(self.lost)
+        return self._wait(self._waiters, (name,), timeout)
+
+    def pending(self, name: str) -> list[tuple]:
+        """
+        @return: the calls of callback C{name} not taken by L{next}.
+        """
+        return list(self._queues[name])
+
+    def linesUntil(
+        self, predicate: Callable[[str], bool], timeout: float | None = None
+    ) -> Deferred:
+        """
+        Collect the lines received from now on until one for which
+        C{predicate} is true (call it before sending what they answer).
+
+        @return: a L{Deferred} firing with those lines, the last one
+            included; failing as L{next} does.
+        """
+        if self.lost is not None:
+            return fail(self.lost)
+        return self._wait(self._lineWaiters, (predicate, []), timeout)
+
+    def whenLost(self, timeout: float | None = None) -> Deferred:
+        """
+        @return: a L{Deferred} firing with the exception of the reason
+            given to C{connectionLost} (L{ConnectionDone} for a clean
+            close) once the connection is lost, or failing with
+            L{twisted.internet.defer.TimeoutError}.
+        """
+        if self.lost is not None:
+            return succeed(self.lost.value)
+        return self._wait(self._lostWaiters, (), timeout)
+
+    def close(self) -> Deferred:
+        """
+        Abort the connection if it is still open (for cleanups).
+
+        @return: a L{Deferred} firing once it is closed.
+        """
+        if self.lost is not None or self.transport is None:
+            return succeed(None)
+        self.transport.abortConnection()
+        return self.whenLost().addCallback(lambda _: None)
+
+
+def _recorder(name: str) -> Callable[..., None]:
+    base = getattr(IRCClient, name)
+
+    def record(self: RecordingIRCClient, *args) -> None:
+        base(self, *args)
+        self._record(name, args)
+
+    record.__name__ = name
+    record.__doc__ = f"Do what L{{IRCClient}} does, and record the call of C{{{name}}}."
+    return record
+
+
+for _name in RecordingIRCClient.RECORDED:
+    setattr(RecordingIRCClient, _name, _recorder(_name))
+del _name
+
+
+def connectIRCClient(
+    reactor,
+    endpoint: IStreamClientEndpoint,
+    nickname: str,
+    register: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Deferred:
+    """
+    Connect a L{RecordingIRCClient} to C{endpoint} (e.g.
+    C{wrapClientTLS(optionsForClientTLS(...), TCP4ClientEndpoint(...))} for
+    TLS) and, if C{register}, register as C{nickname}.
+
+    @return: a L{Deferred} firing with the client once connected (and,
+        if C{register}, welcomed: its welcome read up to the end of the
+        MOTD, 376 or 422); failing if the connection fails or is lost
+        first (a TLS error, say), or after C{timeout} seconds.
+    """
+    return Deferred.fromCoroutine(_connectIRCClient(reactor, endpoint, nickname, register, timeout))
+
+
+async def _connectIRCClient(reactor, endpoint, nickname, register, timeout) -> RecordingIRCClient:
+    client = RecordingIRCClient(reactor, nickname, register, timeout)
+    connecting = connectProtocol(endpoint, client)
+    connecting.addTimeout(timeout, reactor)
+    await connecting
+    if register:
+        try:
+            await client.linesUntil(lambda line: line.split(" ", 2)[1:2] in (["376"], ["422"]))
+            await client.next("signedOn", timeout)
+        except BaseException:
+            await client.close()
+            raise
+    return client

@@ -27,6 +27,7 @@ flag is reported as L{DatagramInfo.truncated} either way.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 
@@ -281,6 +282,26 @@ def listenWithInfo(
     """
     p = InfoDatagramPort(
         port, protocol, interface, maxPacketSize=maxPacketSize, reactor=reactor
+    )
+    p.startListening()
+    return p
+
+
+def adoptWithInfo(reactor, fd: int, protocol, maxPacketSize: int = 65535) -> InfoDatagramPort:
+    """
+    Like L{listenWithInfo}, on a socket bound by someone else (a
+    supervisor's, see L{netservices._common.workers}): it should have been
+    made by an L{InfoDatagramPort}, so that the kernel already reports the
+    destination and TTL.  The port listens on its own copy of C{fd}, which
+    stays open.
+
+    @return: the listening port.
+    """
+    with socket.socket(fileno=os.dup(fd)) as probe:
+        family = probe.family
+    os.set_blocking(fd, False)
+    p = InfoDatagramPort._fromListeningDescriptor(
+        reactor, fd, family, protocol, maxPacketSize=maxPacketSize
     )
     p.startListening()
     return p

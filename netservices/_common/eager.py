@@ -14,8 +14,15 @@ itself is left alone.
 
 from __future__ import annotations
 
-from twisted.internet import defer, tcp
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+import os
+import socket
+
+from twisted.internet import defer, fdesc, tcp
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+)
 from twisted.internet.interfaces import IPushProducer, IStreamServerEndpoint
 from zope.interface import implementer
 
@@ -118,11 +125,47 @@ class EagerTCPServerEndpoint:
         return defer.execute(start)
 
 
+@implementer(IStreamServerEndpoint)
+class EagerAdoptedEndpoint:
+    """
+    Listens like an C{AdoptedStreamServerEndpoint} (C{systemd:}, or a
+    socket inherited from a supervisor) on a TCP socket, with
+    L{EagerPort}; the descriptor is closed once the port has its own copy.
+    """
+
+    def __init__(self, reactor, fileno: int, addressFamily: int) -> None:
+        self._reactor = reactor
+        self._fileno = fileno
+        self._addressFamily = addressFamily
+
+    def listen(self, factory):
+        """
+        Listen with C{factory} on the adopted socket.
+        """
+
+        def start() -> EagerPort:
+            fdesc.setNonBlocking(self._fileno)
+            port = EagerPort._fromListeningDescriptor(
+                self._reactor, self._fileno, self._addressFamily, factory
+            )
+            port.startListening()
+            os.close(self._fileno)
+            return port
+
+        return defer.execute(start)
+
+
 def eagerEquivalent(reactor, endpoint):
     """
     @return: an eager-writing endpoint listening where C{endpoint} would, if
-        C{endpoint} is a plain C{tcp:}/C{tcp6:} one; else C{endpoint}.
+        C{endpoint} is a plain C{tcp:}/C{tcp6:} one or an adopted TCP socket
+        (C{systemd:}); else C{endpoint}.
     """
+    if type(endpoint) is AdoptedStreamServerEndpoint and endpoint.addressFamily in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        return EagerAdoptedEndpoint(reactor, endpoint.fileno, endpoint.addressFamily)
     if type(endpoint) in (TCP4ServerEndpoint, TCP6ServerEndpoint):
         # Their settings are private but stable; tests cover this path.
         return EagerTCPServerEndpoint(

@@ -19,6 +19,7 @@ from typing import Callable
 
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -142,6 +143,9 @@ class LimitingFactory(WrappingFactory):
     came, and the timer, set for the earliest deadline, checks them all.
 
     @ivar open: connections admitted and still open.
+    @ivar accepted: connections admitted so far.
+    @ivar draining: whether L{drain} was called: connections are refused
+        (C{stopping}).
     @ivar perPeer: open connections by L{peerKey}; keys are removed when their
         count drops to zero, so the table never outgrows C{open}.
     """
@@ -169,6 +173,9 @@ class LimitingFactory(WrappingFactory):
         )
         self.refusalMessage = refusalMessage
         self.open = 0
+        self.accepted = 0
+        self.draining = False
+        self._drainWaiters: list[Deferred] = []
         self.perPeer: dict[str, int] = {}
         self._watched: set[LimitingProtocol] = set()
         self._idleCall: IDelayedCall | None = None
@@ -180,6 +187,8 @@ class LimitingFactory(WrappingFactory):
         @return: L{None} when admitted, else the refusal reason.
         """
         limits = self.limits
+        if self.draining:
+            return "stopping"
         if limits.maxConnections and self.open >= limits.maxConnections:
             return "max-connections"
         if key is not None and limits.maxPerPeer:
@@ -187,6 +196,7 @@ class LimitingFactory(WrappingFactory):
                 return "max-per-peer"
             self.perPeer[key] = self.perPeer.get(key, 0) + 1
         self.open += 1
+        self.accepted += 1
         return None
 
     def release(self, key: str | None, protocol: LimitingProtocol | None = None) -> None:
@@ -203,6 +213,33 @@ class LimitingFactory(WrappingFactory):
             if not self._watched and self._idleCall is not None:
                 self._idleCall.cancel()
                 self._idleCall = None
+        if not self.open and self._drainWaiters:
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self) -> Deferred:
+        """
+        Stop admitting connections and close the open ones once their work
+        is done: a wrapped protocol with a C{drain} method is asked to
+        (and closes its connection itself when its work is done); the
+        others are closed at once, after what was written to them is sent.
+
+        @return: a L{Deferred} firing when no connection is open.
+        """
+        self.draining = True
+        for protocol in list(self.protocols):
+            if protocol._admitted:
+                drain = getattr(protocol.wrappedProtocol, "drain", None)
+                if drain is not None:
+                    drain()
+                else:
+                    protocol.transport.loseConnection()
+        if not self.open:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        self._drainWaiters.append(waiter)
+        return waiter
 
     def watch(self, protocol: LimitingProtocol) -> None:
         """

@@ -24,7 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from netservices._common.addresses import joinHostPort, parseIP
-from netservices._common.datagram import listenWithInfo
+from netservices._common.datagram import adoptWithInfo, listenWithInfo
 from netservices._common.eager import eagerEquivalent
 from netservices._common.limits import ConnectionLimits
 from netservices._common.proxy import ProxyHeaderEndpoint, proxyThenTLSEndpoint
@@ -76,10 +76,14 @@ def parseStreamDescription(
 class DatagramAddress:
     """
     Where a UDP service listens.
+
+    @ivar fd: a bound socket to listen on instead (inherited from a
+        supervisor, see L{netservices._common.workers}), or L{None}.
     """
 
     port: int
     interface: str = ""
+    fd: int | None = None
 
 
 def _splitDescription(description: str) -> list[str]:
@@ -460,6 +464,8 @@ class DatagramListener(BaseListener):
         self.onListening = onListening
 
     def _bind(self):
+        if self.address.fd is not None:
+            return adoptWithInfo(self.reactor, self.address.fd, self.protocol)
         return listenWithInfo(
             self.reactor, self.address.port, self.protocol, self.address.interface
         )

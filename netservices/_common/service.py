@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from netservices._common.limits import LimitingFactory
 from netservices._common.listen import DatagramListener, StreamListener
 from netservices._common.logs import RefusalLog
+from netservices._common.metrics import metricsOf, watchConnections, watchGuard
 from netservices._common.udp import DatagramGuard
 
 
@@ -45,7 +46,8 @@ def addStreamListeners(
 ) -> LimitingFactory:
     """
     Listen with C{factory} on each endpoint, under the connection limits of
-    C{options} (a L{netservices._common.listen.ConnectionLimitOptions}).
+    C{options} (a L{netservices._common.listen.ConnectionLimitOptions}),
+    with the connection metrics (L{netservices._common.metrics}).
 
     @return: the limiting factory shared by these listeners.
     """
@@ -54,6 +56,7 @@ def addStreamListeners(
     )
     for description, endpoint in zip(descriptions, endpoints):
         StreamListener(description, endpoint, limited, reactor).setServiceParent(parent)
+    watchConnections(metricsOf(options), limited)
     return limited
 
 
@@ -67,12 +70,14 @@ def datagramService(
     Build a UDP service: one listener per C{--listen} of C{options} (a
     L{netservices._common.listen.DatagramListenOptions} with the
     L{netservices._common.udp.DatagramPolicyOptions}), all under one
-    L{netservices._common.udp.DatagramGuard}; counters logged on stop.
+    L{netservices._common.udp.DatagramGuard}; counters logged on stop and
+    served as metrics.
 
     @param makeProtocol: called with the guard, makes one listener's
         protocol.
     """
     guard = DatagramGuard(options["rate-limits"], reactor, log)
+    watchGuard(metricsOf(options), guard)
     top = service.MultiService()
     for description, address in zip(options["listen"], options["endpoints"]):
         DatagramListener(

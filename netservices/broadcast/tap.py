@@ -21,6 +21,7 @@ from netservices._common.listen import (
     positiveFloat,
     positiveInt,
 )
+from netservices._common.metrics import metricsOf, watchDatagramRefusals
 from netservices._common.service import CallOnStop
 from netservices.broadcast import wire
 from netservices.broadcast.protocol import (
@@ -170,6 +171,16 @@ def makeService(options: BroadcastOptions, reactor=None) -> service.MultiService
     holder.append(server)
     peer.onEvent = server.event
     server.setServiceParent(top)
+    metrics = metricsOf(options)
+    metrics.counter(
+        "broadcast_datagrams",
+        "Datagrams by outcome: kinds delivered (hello, data...), own, duplicate,"
+        " sent, send-failed.",
+        lambda: peer.totals,
+        ("outcome",),
+    )
+    metrics.gauge("broadcast_peers", "Peers present.", lambda: len(peer.table))
+    watchDatagramRefusals(metrics, peer.refusals)
     top.peer = peer
     return top
 

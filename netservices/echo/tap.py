@@ -14,6 +14,7 @@ from netservices._common.listen import (
     ListenOptions,
 )
 from netservices._common.logs import RefusalLog
+from netservices._common.metrics import metricsOf
 from netservices._common.service import CallOnStop, addStreamListeners, datagramService
 from netservices._common.udp import DatagramPolicyOptions
 from netservices.echo.tcp import TCPEchoFactory
@@ -58,6 +59,10 @@ def makeTCPService(options: TCPEchoOptions, reactor=None) -> service.MultiServic
         refusals.logTotals()
 
     CallOnStop(logTotals).setServiceParent(top)
+    metrics = metricsOf(options)
+    # Echo sends what it receives: one counter, read twice.
+    metrics.counter("bytes_received", "Bytes received.", lambda: factory.counts["bytes"])
+    metrics.counter("bytes_sent", "Bytes sent.", lambda: factory.counts["bytes"])
     return top
 
 

@@ -19,6 +19,7 @@ from netservices._common.addresses import joinHostPort
 from netservices._common.datagram import DatagramInfo
 from netservices._common.udp import DatagramGuard
 from netservices.multicast import wire
+from netservices.multicast.stats import StreamStats
 
 
 def interfaceName(index: int | None) -> str:
@@ -47,6 +48,8 @@ class NodeState:
         at most L{MAX_TABLE} of them.
     @ivar totals: datagrams by kind (C{data}, C{final}, C{probe},
         C{foreign}, ...) and C{replies} sent.
+    @ivar streams: the sequence numbers of each sender's session to each
+        group and port (for at most L{MAX_TABLE} of them), for loss.
     """
 
     def __init__(self, guard: DatagramGuard, codec: wire.Codec, log: Logger, quiet: bool = False) -> None:
@@ -57,6 +60,35 @@ class NodeState:
         self.id = wire.newId()
         self.counts: dict[tuple[str, str, int], list[int]] = {}
         self.totals: Counter[str] = Counter()
+        self.streams: dict[tuple, StreamStats] = {}
+
+    def track(self, source: str, message: wire.Message, group: str, port: int) -> None:
+        """
+        Follow the sequence numbers of a data or final record, so that
+        datagrams lost on the way to each group are known.
+        """
+        key = (source, message.sender, message.session, group, port)
+        stats = self.streams.get(key)
+        if stats is None:
+            if len(self.streams) >= MAX_TABLE:
+                return
+            stats = self.streams[key] = StreamStats()
+        if message.kind == wire.DATA:
+            # Only the loss is wanted here: no times.
+            stats.add(message.sequence, 0, 0.0, 0.0)
+        else:
+            stats.finish(message.sequence)
+
+    def lostByGroup(self) -> dict[tuple[str, str], int]:
+        """
+        @return: datagrams missing from the senders' sequences, summed by
+            C{(group, port)}.
+        """
+        lost: dict[tuple[str, str], int] = {}
+        for (_, _, _, group, port), stats in self.streams.items():
+            key = (group, str(port))
+            lost[key] = lost.get(key, 0) + stats.lost
+        return lost
 
     def logTotals(self) -> None:
         """
@@ -131,8 +163,11 @@ class MulticastNodeProtocol(DatagramProtocol):
                 interface=interfaceName(info.interfaceIndex), ttl=info.ttl,
                 size=len(data), source=addr[0], sourcePort=addr[1],
             )
-        if message is not None and message.kind == wire.PROBE:
-            self.answer(message, data, addr, info)
+        if message is not None:
+            if message.kind in (wire.DATA, wire.FINAL):
+                state.track(addr[0], message, group, self.port)
+            elif message.kind == wire.PROBE:
+                self.answer(message, data, addr, info)
 
     def answer(self, probe: wire.Message, data: bytes, addr, info: DatagramInfo) -> None:
         """

@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from netservices._common.authentication import keyOption
 from netservices._common.listen import BaseListener, helpText, portNumber
+from netservices._common.metrics import metricsOf, watchDatagramRefusals
 from netservices._common.multicast import (
     MulticastError,
     checkSocketLimits,
@@ -181,8 +182,56 @@ def makeService(options: MulticastOptions, reactor=None) -> service.MultiService
             MulticastNodeProtocol(state, port), log, guard.ownPorts.add,
         ).setServiceParent(top)
     CallOnStop(state.logTotals).setServiceParent(top)
+    watchNode(metricsOf(options), state)
     top.state = state
     return top
+
+
+def perGroup(state: NodeState, field: int) -> dict[tuple[str, str], int]:
+    """
+    @return: datagrams (C{field} 0) or bytes (1) received, summed over the
+        sources, by C{(group, port)}: a label set bounded by the groups
+        joined, not by the senders.
+    """
+    totals: dict[tuple[str, str], int] = {}
+    for (_, group, port), counts in state.counts.items():
+        key = (group, str(port))
+        totals[key] = totals.get(key, 0) + counts[field]
+    return totals
+
+
+def watchNode(metrics, state: NodeState) -> None:
+    """
+    Add the node's metrics: datagrams and bytes received and lost per
+    group, datagrams by kind, refusals.
+    """
+    metrics.counter(
+        "multicast_datagrams_received",
+        "Datagrams received, by destination group and port.",
+        lambda: perGroup(state, 0),
+        ("group", "port"),
+    )
+    metrics.counter(
+        "multicast_bytes_received",
+        "Bytes received, by destination group and port.",
+        lambda: perGroup(state, 1),
+        ("group", "port"),
+    )
+    metrics.gauge(
+        "multicast_datagrams_lost",
+        "Datagrams missing from the senders' sequence numbers, by group and"
+        " port (lower when late ones arrive).",
+        state.lostByGroup,
+        ("group", "port"),
+    )
+    metrics.counter(
+        "multicast_datagrams",
+        "Datagrams by kind (data, final, probe, foreign...) and probe replies"
+        " sent (replies).",
+        lambda: state.totals,
+        ("kind",),
+    )
+    watchDatagramRefusals(metrics, state.guard.refusals)
 
 
 __all__ = ["MulticastOptions", "makeService", "interfaceName"]

@@ -243,11 +243,14 @@ class BoundedPool(service.Service):
         self.stuck = 0
         self.stopping = False
         self._lock = threading.Lock()
-        self._drained: Deferred | None = None
+        self._drainWaiters: list[Deferred] = []
+        self._drainDeadline = None
+        self._drainExpired = False
 
     def startService(self) -> None:
         super().startService()
         self.stopping = False
+        self._drainExpired = False
         self.pool.start()
         self.lag.start()
 
@@ -368,26 +371,42 @@ class BoundedPool(service.Service):
         self._checkDrained()
 
     def _checkDrained(self) -> None:
-        if self._drained is not None and self.outstanding == self.stuck:
-            drained, self._drained = self._drained, None
-            drained.callback(None)
+        if not self._drainWaiters:
+            return
+        if self.outstanding == self.stuck or self._drainExpired:
+            if self._drainDeadline is not None and self._drainDeadline.active():
+                self._drainDeadline.cancel()
+            self._drainDeadline = None
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self) -> Deferred:
+        """
+        Refuse new requests (C{BUSY stopping}) and wait for those in the
+        pool, stuck ones excepted, for at most C{stopTimeout} seconds from
+        the first call (a later L{stopService} shares that deadline).
+
+        @return: a L{Deferred} firing when they have ended or the deadline
+            has passed.
+        """
+        self.stopping = True
+        waiter: Deferred = Deferred()
+        self._drainWaiters.append(waiter)
+        if self._drainDeadline is None and not self._drainExpired:
+            self._drainDeadline = self.reactor.callLater(self.stopTimeout, self._deadline)
+        self._checkDrained()
+        return waiter
 
     def stopService(self) -> Deferred:
         """
         Refuse new requests, wait up to C{stopTimeout} seconds for those in
-        the pool (stuck ones excepted), then join the threads.
+        the pool (stuck ones excepted; see L{drain}), then join the threads.
         """
         super().stopService()
-        self.stopping = True
         self.lag.stop()
-        drained: Deferred = Deferred()
-        self._drained = drained
-        self._checkDrained()
-        deadline = self.reactor.callLater(self.stopTimeout, self._deadline)
 
         def stopPool(_):
-            if deadline.active():
-                deadline.cancel()
             left = self.outstanding
             if left:
                 self.log.warn(
@@ -404,12 +423,12 @@ class BoundedPool(service.Service):
                 **self.counts,
             )
 
-        return drained.addCallback(stopPool)
+        return self.drain().addCallback(stopPool)
 
     def _deadline(self) -> None:
-        if self._drained is not None:
-            drained, self._drained = self._drained, None
-            drained.callback(None)
+        self._drainDeadline = None
+        self._drainExpired = True
+        self._checkDrained()
 
 
 def _oneLine(text: str) -> str:

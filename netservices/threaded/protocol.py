@@ -63,6 +63,7 @@ class ThreadedProtocol(PausesReading, Protocol):
     """
 
     factory: ThreadedFactory
+    _draining = False
 
     def connectionMade(self) -> None:
         setNoDelay(self.transport)
@@ -134,10 +135,24 @@ class ThreadedProtocol(PausesReading, Protocol):
             started=outcome.started,
         )
 
+    def drain(self) -> None:
+        """
+        The service is stopping: close the connection once the requests in
+        flight have been answered (new ones are answered C{BUSY stopping}
+        by the pool).
+        """
+        self._draining = True
+        self._closeIfDrained()
+
+    def _closeIfDrained(self) -> None:
+        if self._draining and not self.inFlight and self._open:
+            self.transport.loseConnection()
+
     def _ended(self, outcome: Outcome, id: str, handler: Handler) -> None:
         self.inFlight.discard(id)
         if outcome.kind == BUSY:
             self._refuse(Reply(id, BUSY, outcome.text))
+            self._closeIfDrained()
             return
         if outcome.kind == TIMEOUT:
             format = (
@@ -165,6 +180,7 @@ class ThreadedProtocol(PausesReading, Protocol):
             ended=outcome.ended,
         )
         self._reply(Reply(id, outcome.kind, outcome.text))
+        self._closeIfDrained()
 
     def _refuse(self, reply: Reply) -> None:
         self.factory.refusals.refuse(

@@ -18,6 +18,8 @@ from netservices._common.listen import (
     positiveInt,
 )
 from netservices._common.logs import RefusalLog
+from netservices._common.metrics import metricsOf, watchRefusals
+from netservices._common.operations import shutdownTimeout
 from netservices._common.service import CallOnStop, addStreamListeners
 from netservices.threaded.handlers import builtinHandlers, loadHandler
 from netservices.threaded.pool import BoundedPool
@@ -71,13 +73,6 @@ class ThreadedOptions(ListenOptions, ConnectionLimitOptions):
             nonNegativeFloat,
         ],
         [
-            "stop-timeout",
-            None,
-            10.0,
-            "Seconds a stop waits for running requests before joining the pool.",
-            nonNegativeFloat,
-        ],
-        [
             "max-in-flight",
             None,
             MAX_IN_FLIGHT,
@@ -128,7 +123,7 @@ def makeService(options: ThreadedOptions, reactor=None) -> service.MultiService:
         options["threads"],
         options["queue"],
         options["request-timeout"],
-        options["stop-timeout"],
+        shutdownTimeout(options),
         log,
     )
     pool.setServiceParent(top)
@@ -163,6 +158,50 @@ def makeService(options: ThreadedOptions, reactor=None) -> service.MultiService:
         requestRefusals.logTotals()
 
     CallOnStop(logTotals).setServiceParent(top)
+    watchPool(metricsOf(options), pool)
+    watchRefusals(
+        metricsOf(options),
+        "requests_refused",
+        "Requests answered ERROR or BUSY without running, by reason.",
+        requestRefusals,
+    )
     top.pool = pool
     top.factory = factory
     return top
+
+
+def watchPool(metrics, pool: BoundedPool) -> None:
+    """
+    Add the metrics of the pool: requests by outcome, the threads' state,
+    and the reactor's lag.
+    """
+    metrics.counter(
+        "threaded_requests",
+        "Requests that ended, by outcome: completed (OK), failed (ERROR from"
+        " the handler), rejected (BUSY), timed_out (TIMEOUT), finished_late"
+        " (returned after their TIMEOUT).",
+        lambda: pool.counts,
+        ("outcome",),
+    )
+    metrics.gauge("threaded_threads", "Threads in the pool.", lambda: pool.threads)
+    metrics.gauge(
+        "threaded_requests_in_pool",
+        "Requests in the pool, by state: running (stuck ones included),"
+        " queued, stuck (running past their timeout).",
+        lambda: {
+            "running": min(pool.outstanding, pool.threads),
+            "queued": max(pool.outstanding - pool.threads, 0),
+            "stuck": pool.stuck,
+        },
+        ("state",),
+    )
+    metrics.gauge(
+        "reactor_lag_seconds",
+        "How late a 10 ms timer fired over the last 10 s, by quantile (1 is the"
+        " maximum).",
+        lambda: {
+            quantile: pool.lag.summary()[key] / 1000
+            for quantile, key in (("0.5", "lag_p50_ms"), ("0.99", "lag_p99_ms"), ("1", "lag_max_ms"))
+        },
+        ("quantile",),
+    )

@@ -360,6 +360,53 @@ class LimitingTests(SynchronousTestCase):
         self.assertTrue(transports[1].disconnecting)
 
 
+    def test_drainClosesAndWaits(self) -> None:
+        """
+        Draining closes the admitted connections (after what was written
+        to them is sent), refuses new ones as C{stopping}, and fires once
+        the last one has gone; C{accepted} counts the admitted ones.
+        """
+        self.makeFactory()
+        (first, firstTransport), (second, secondTransport) = (
+            self.connect("127.0.0.1"),
+            self.connect("127.0.0.2"),
+        )
+        self.assertEqual(self.factory.accepted, 2)
+        drained = self.factory.drain()
+        self.assertTrue(firstTransport.disconnecting)
+        self.assertTrue(secondTransport.disconnecting)
+        _, late = self.connect("127.0.0.3")
+        self.assertEqual(late.value(), b"error: refused: stopping\n")
+        first.connectionLost(closed())
+        self.assertNoResult(drained)
+        second.connectionLost(closed())
+        self.successResultOf(drained)
+        self.assertEqual(self.factory.accepted, 2)
+
+    def test_drainAsksProtocols(self) -> None:
+        """
+        A wrapped protocol with a C{drain} method is asked to drain instead
+        of being closed.
+        """
+        self.makeFactory()
+        protocol, transport = self.connect("127.0.0.1")
+        asked = []
+        protocol.wrappedProtocol.drain = lambda: asked.append(True)
+        drained = self.factory.drain()
+        self.assertEqual(asked, [True])
+        self.assertFalse(transport.disconnecting)
+        self.assertNoResult(drained)
+        protocol.connectionLost(closed())
+        self.successResultOf(drained)
+
+    def test_drainWithoutConnections(self) -> None:
+        """
+        With no connection open, the drain is done at once.
+        """
+        self.makeFactory()
+        self.successResultOf(self.factory.drain())
+
+
 class PeerTests(SynchronousTestCase):
     """
     L{peerDescription} and L{peerKey}.

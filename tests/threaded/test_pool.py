@@ -261,6 +261,37 @@ class BoundedPoolTests(PoolTestMixin, SynchronousTestCase):
         self.assertFalse(self.fake.stopped)
         self.assertEqual([e["left"] for e in self.events if "left" in e], [1])
 
+    def test_drainSharesTheDeadline(self) -> None:
+        """
+        L{BoundedPool.drain} refuses new requests and waits for those in
+        the pool without stopping it; a stop after it waits only for what
+        is left of the same deadline.
+        """
+        pool = self.makePool(stopTimeout=3.0)
+        pool.submit(lambda: "x")
+        drained = pool.drain()
+        self.assertEqual(outcomeOf(pool.submit(lambda: "y")).text, "stopping")
+        self.clock.advance(2.0)
+        self.assertNoResult(drained)
+        stopped = pool.stopService()
+        self.clock.advance(1.0)
+        self.successResultOf(drained)
+        self.assertTrue(stopped.called)
+        self.assertFalse(self.fake.stopped)
+
+    def test_drainWaitsForRequests(self) -> None:
+        """
+        The drain fires when the last request in the pool has ended.
+        """
+        pool = self.makePool()
+        running = pool.submit(lambda: "x")
+        drained = pool.drain()
+        self.assertNoResult(drained)
+        self.fake.runNext()
+        self.assertEqual(outcomeOf(running).kind, OK)
+        self.successResultOf(drained)
+        self.assertFalse(self.fake.stopped)
+
     def test_stopWithoutRequests(self) -> None:
         """
         With nothing in the pool, a stop is immediate.
