@@ -15,6 +15,13 @@ from twisted.python import usage
 #: (sub-command, module, options class, service maker, description)
 SERVICES = [
     (
+        "chat",
+        "netservices.chat.tap",
+        "ChatOptions",
+        "makeService",
+        "An IRC chat server: channels, private messages, TLS; zero configuration",
+    ),
+    (
         "tcp-info",
         "netservices.info.tap",
         "TCPInfoOptions",

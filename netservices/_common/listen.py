@@ -273,9 +273,10 @@ class DatagramListenOptions(ListenOptions):
         return parseDatagramDescription(description)
 
 
-class ConnectionLimitOptions(usage.Options):
+class ConnectionCapOptions(usage.Options):
     """
-    Options for L{ConnectionLimits}; mixed into stream services' options.
+    The global and per-peer connection caps of L{ConnectionLimits}, for
+    services that time out idle clients their own way (chat uses PING).
     """
 
     optParameters = [
@@ -293,14 +294,6 @@ class ConnectionLimitOptions(usage.Options):
             "Connections open at once from one IPv4 address or IPv6 /64.",
             nonNegativeInt,
         ],
-        [
-            "idle-timeout",
-            None,
-            defaultOf(ConnectionLimits, "idleTimeout"),
-            "Seconds without data from the client before it is disconnected"
-            " (0: never).",
-            nonNegativeFloat,
-        ],
     ]
 
     def connectionLimits(self) -> ConnectionLimits:
@@ -310,8 +303,25 @@ class ConnectionLimitOptions(usage.Options):
         return ConnectionLimits(
             maxConnections=self["max-connections"],
             maxPerPeer=self["max-per-peer"],
-            idleTimeout=self["idle-timeout"],
+            idleTimeout=self.get("idle-timeout", 0.0),
         )
+
+
+class ConnectionLimitOptions(ConnectionCapOptions):
+    """
+    Options for L{ConnectionLimits}; mixed into stream services' options.
+    """
+
+    optParameters = [
+        [
+            "idle-timeout",
+            None,
+            defaultOf(ConnectionLimits, "idleTimeout"),
+            "Seconds without data from the client before it is disconnected"
+            " (0: never).",
+            nonNegativeFloat,
+        ],
+    ]
 
 
 def errorText(error: BaseException) -> str:

@@ -21,6 +21,9 @@ class TokenBucket:
     @ivar tokens: the tokens available at the last update.
     """
 
+    # One per chat connection and per source prefix: no instance dict.
+    __slots__ = ("rate", "burst", "tokens", "_updated")
+
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
         self.burst = burst

@@ -1,0 +1,277 @@
+# -*- test-case-name: tests.chat.test_tap -*-
+"""
+twistd glue for chat: options, the state directory, and the zero
+configuration default (plaintext on 127.0.0.1:6667, TLS on port 6697 with
+a self-signed certificate made on first run).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+
+from netservices._common.listen import (
+    ConnectionCapOptions,
+    ListenOptions,
+    StreamListener,
+    nonNegativeFloat,
+    positiveFloat,
+    positiveInt,
+)
+from netservices._common.logs import RefusalLog
+from netservices._common.service import CallOnStop, addStreamListeners
+from netservices._common.tls import ensureSelfSignedCertificate
+from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
+from netservices.chat.service import ChatLimits, ChatService
+from netservices.chat.wire import encode
+
+CHAT_PORT = 6667
+CHAT_TLS_PORT = 6697
+
+_SETTINGS = ConnectionSettings()
+
+
+def defaultDataDirectory() -> Path:
+    """
+    @return: where chat keeps its state unless told otherwise:
+        C{/var/lib/netservices/chat} for root, else
+        C{$XDG_STATE_HOME/netservices/chat} (C{~/.local/state/...}).
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/netservices/chat")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "netservices" / "chat"
+
+
+def _serverName(name: str) -> str:
+    try:
+        encode(name, "PING", "x")
+    except ValueError:
+        raise ValueError(f"{name!r} cannot be a server name (no spaces or control characters)")
+    if "!" in name or "@" in name or not name.isascii():
+        raise ValueError(f"{name!r} cannot be a server name (ASCII, no '!' or '@')")
+    return name
+
+
+class ChatOptions(ListenOptions, ConnectionCapOptions):
+    """
+    Options of C{twistd netservices chat}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "An IRC server for IRC clients (irssi, WeeChat, HexChat...). With no"
+        " --listen or --port it listens for plaintext on 127.0.0.1:6667 and"
+        " for TLS on port 6697 of every address, with a self-signed"
+        " certificate created in the state directory on first run (its"
+        " SHA-256 fingerprint is logged, for clients to pin)."
+    )
+    defaultListen = f"tcp:{CHAT_PORT}:interface=127.0.0.1"
+    portTemplate = "tcp:{port}:interface=127.0.0.1"
+    # Each reactor turn's lines for a client go out in one send (see
+    # ChatFactory.flush); an eager transport sends it at once.
+    eagerWrites = True
+
+    optParameters = [
+        [
+            "data-dir",
+            None,
+            None,
+            "State directory: the TLS certificate, motd.txt. Default:"
+            " /var/lib/netservices/chat for root, else"
+            " $XDG_STATE_HOME/netservices/chat (~/.local/state/...).",
+        ],
+        ["server-name", None, None, "The server's name in replies (default: the host name).", _serverName],
+        ["network", None, "netservices", "The network name shown to clients.", _serverName],
+        [
+            "motd-file",
+            None,
+            None,
+            "A text file with the message of the day (default: motd.txt in the"
+            " state directory if it exists).",
+        ],
+        [
+            "registration-timeout",
+            None,
+            _SETTINGS.registrationTimeout,
+            "Seconds a client has to register (NICK and USER) after connecting.",
+            positiveFloat,
+        ],
+        [
+            "ping-interval",
+            None,
+            _SETTINGS.pingInterval,
+            "Seconds of silence from a client before the server sends PING.",
+            positiveFloat,
+        ],
+        [
+            "pong-timeout",
+            None,
+            _SETTINGS.pongTimeout,
+            "Seconds to wait for an answer to that PING before disconnecting.",
+            positiveFloat,
+        ],
+        [
+            "recvq",
+            None,
+            _SETTINGS.recvq,
+            "Bytes of a client's lines that may wait for flood control before"
+            " it is disconnected (Excess Flood).",
+            positiveInt,
+        ],
+        [
+            "sendq",
+            None,
+            _SETTINGS.sendq,
+            "Bytes that may wait for a client that does not read (beyond the"
+            " transport's own 64 KiB) before it is disconnected (SendQ exceeded).",
+            positiveInt,
+        ],
+        [
+            "flood-burst",
+            None,
+            _SETTINGS.floodBurst,
+            "Lines from one client handled at once before flood control slows it.",
+            positiveInt,
+        ],
+        [
+            "flood-rate",
+            None,
+            _SETTINGS.floodRate,
+            "Lines per second from one client after the burst (0: no flood control).",
+            nonNegativeFloat,
+        ],
+        [
+            "max-channels",
+            None,
+            ChatLimits().maxChannels,
+            "Channels one user may be in.",
+            positiveInt,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        self.zeroConfiguration = not self["listen"]
+        super().postOptions()
+        if self["data-dir"] is None:
+            self["data-dir"] = str(defaultDataDirectory())
+        if self["motd-file"] is not None:
+            try:
+                self["motd"] = readMotd(Path(self["motd-file"]))
+            except OSError as e:
+                raise usage.UsageError(f"--motd-file: {e.strerror}: {self['motd-file']}")
+        else:
+            self["motd"] = None
+
+    def connectionSettings(self) -> ConnectionSettings:
+        """
+        @return: the per-connection limits chosen on the command line.
+        """
+        return ConnectionSettings(
+            registrationTimeout=self["registration-timeout"],
+            pingInterval=self["ping-interval"],
+            pongTimeout=self["pong-timeout"],
+            recvq=self["recvq"],
+            sendq=self["sendq"],
+            floodBurst=self["flood-burst"],
+            floodRate=self["flood-rate"],
+        )
+
+
+def readMotd(path: Path) -> tuple[str, ...]:
+    """
+    @return: the lines of a message-of-the-day file (at most 100, invalid
+        UTF-8 replaced).
+    """
+    text = path.read_bytes().decode("utf-8", "replace")
+    lines = [line.rstrip().replace("\0", "") for line in text.splitlines()[:100]]
+    return tuple(line or " " for line in lines)
+
+
+def _refusalMessage(reason: str) -> bytes:
+    text = {
+        "max-per-peer": "Too many connections from your address",
+        "max-connections": "Server is full",
+    }.get(reason, "Connection refused")
+    return encode(None, "ERROR", f"Closing Link: ({text})")
+
+
+def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
+    """
+    @return: the chat service.
+    @raise SystemExit: with one line, when the state directory or its
+        certificate cannot be used.
+    """
+    reactor = reactor or options.getReactor()
+    log = Logger(namespace="netservices.chat")
+    dataDir = Path(options["data-dir"])
+    try:
+        dataDir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"netservices chat: cannot use state directory {dataDir}: {e.strerror}")
+    log.info("chat state in {dataDir}", dataDir=str(dataDir))
+    motd = options["motd"]
+    if motd is None and (dataDir / "motd.txt").is_file():
+        try:
+            motd = readMotd(dataDir / "motd.txt")
+        except OSError:
+            motd = None
+    name = options["server-name"] or socket.gethostname() or "localhost"
+    try:
+        name = _serverName(name)
+    except ValueError:
+        name = "localhost"
+    started = datetime.datetime.now(datetime.timezone.utc)
+    info = ServerInfo(
+        name=name,
+        network=options["network"],
+        created=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        motd=motd,
+    )
+    chat = ChatService(name, reactor, ChatLimits(maxChannels=options["max-channels"]))
+    refusals = RefusalLog(log, reactor, "input")
+    factory = ChatFactory(chat, info, reactor, options.connectionSettings(), log, refusals)
+    top = service.MultiService()
+    connectionRefusals = RefusalLog(log, reactor, "connection")
+    limited = addStreamListeners(
+        top, options["listen"], options["endpoints"], factory, options, reactor,
+        connectionRefusals, _refusalMessage,
+    )
+    if options.zeroConfiguration:
+        try:
+            certificate, created = ensureSelfSignedCertificate(dataDir)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"netservices chat: {getattr(e, 'strerror', None) or e}")
+        log.info(
+            "TLS certificate {path} ({state}), SHA-256 fingerprint {fingerprint}",
+            path=str(certificate.certificatePath),
+            state="created" if created else "existing",
+            fingerprint=certificate.fingerprint,
+        )
+        endpoint = SSL4ServerEndpoint(reactor, CHAT_TLS_PORT, certificate.serverOptions())
+        StreamListener(
+            f"ssl:{CHAT_TLS_PORT} with {certificate.certificatePath}", endpoint, limited, reactor
+        ).setServiceParent(top)
+
+    def logTotals() -> None:
+        log.info(
+            "chat totals: users={users} channels={channels} messages={messages}"
+            " deliveries={deliveries}",
+            users=chat.registeredCount,
+            channels=len(chat.channels),
+            **chat.counts,
+        )
+        refusals.logTotals()
+        connectionRefusals.logTotals()
+
+    CallOnStop(logTotals).setServiceParent(top)
+    top.chat = chat
+    top.factory = factory
+    return top

@@ -1,0 +1,409 @@
+"""
+Integration tests of chat: C{twistd -n netservices chat} as a child
+process, over real loopback sockets (plaintext and TLS), with Twisted's own
+IRC client (L{twisted.words.protocols.irc.IRCClient}) on the other side;
+the zero configuration inside a network namespace of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+from netservices._common.tls import loadServerCertificate
+from netservices.testing import (
+    CLEAN_STOP,
+    ListeningAddress,
+    TwistdTestCase,
+    connectIRCClient,
+    enterNamespace,
+    eventText,
+    oneLineFailure,
+    runTwistd,
+    writeCertificate,
+)
+
+#: The server name the tests give, so that whole lines can be compared.
+SERVER = "irc.test"
+
+#: The prefixes the server builds for the two users (the user name is the
+#: client's claim, hence the C{~}).
+ALICE = "alice!~alice@127.0.0.1"
+BOB = "bob!~bob@127.0.0.1"
+
+
+def tcp(port: int, host: str = "127.0.0.1") -> TCP4ClientEndpoint:
+    """
+    @return: a plaintext endpoint to C{host:port}.
+    """
+    return TCP4ClientEndpoint(reactor, host, port, timeout=10)
+
+
+def tls(port: int, trusted: bytes, name: str = "localhost") -> object:
+    """
+    @param trusted: the PEM certificate trusted as the only root.
+    @return: a TLS endpoint to C{127.0.0.1:port} that checks that the
+        server's certificate is C{trusted}'s and valid for C{name}.
+    """
+    options = optionsForClientTLS(name, trustRoot=Certificate.loadPEM(trusted))
+    return wrapClientTLS(options, tcp(port))
+
+
+def numerics(lines: list[str]) -> list[str]:
+    """
+    @return: the command (numeric) of each line, all with a prefix.
+    """
+    return [line.split(" ", 2)[1] for line in lines]
+
+
+def isNumeric(numeric: str):
+    """
+    @return: a predicate true of the lines with command C{numeric}.
+    """
+    return lambda line: line.split(" ", 2)[1:2] == [numeric]
+
+
+class ChatTestCase(TwistdTestCase):
+    """
+    Clients connected by a test are closed after it.
+    """
+
+    async def connect(self, endpoint, nickname: str, register: bool = True):
+        """
+        Connect (and register, if C{register}) a
+        L{netservices.testing.RecordingIRCClient}, closed after the test.
+        """
+        client = await connectIRCClient(reactor, endpoint, nickname, register, timeout=10)
+        self.addCleanup(client.close)
+        return client
+
+    async def startChat(self, *listen: str):
+        """
+        Start the chat server with these C{--listen} descriptions, a state
+        directory of its own and the name L{SERVER}.
+        """
+        args = ["chat", "--data-dir", str(self.temporaryDirectory()), "--server-name", SERVER]
+        for description in listen:
+            args += ["--listen", description]
+        return await self.startServer(args, len(listen))
+
+    async def whois(self, asker, nick: str) -> list[str]:
+        """
+        @return: the lines of the answer to C{asker}'s C{WHOIS nick}, up to
+            C{318} (end of WHOIS).
+        """
+        answer = asker.linesUntil(isNumeric("318"))
+        asker.whois(nick)
+        return await answer
+
+    async def converse(self, alice, bob) -> None:
+        """
+        Alice and Bob, registered, join C{#room}, talk there and in
+        private; Alice becomes Carol, leaves and comes back; Bob quits.
+        Each sees exactly what the other did.
+        """
+        alice.join("#room")
+        self.assertEqual(await alice.next("joined"), ("#room",))
+        bob.join("#room")
+        self.assertEqual(await bob.next("joined"), ("#room",))
+        self.assertEqual(await alice.next("userJoined"), ("bob", "#room"))
+
+        alice.msg("#room", "hello, room")
+        self.assertEqual(await bob.next("privmsg"), (ALICE, "#room", "hello, room"))
+        bob.msg("#room", "hi Alice")
+        self.assertEqual(await alice.next("privmsg"), (BOB, "#room", "hi Alice"))
+
+        alice.msg("bob", "just between us")
+        self.assertEqual(await bob.next("privmsg"), (ALICE, "bob", "just between us"))
+        bob.msg("alice", "agreed")
+        self.assertEqual(await alice.next("privmsg"), (BOB, "alice", "agreed"))
+
+        alice.setNick("carol")
+        self.assertEqual(await bob.next("userRenamed"), ("alice", "carol"))
+        self.assertEqual(await alice.next("nickChanged"), ("carol",))
+        alice.msg("#room", "new name")
+        self.assertEqual(
+            await bob.next("privmsg"), ("carol!~alice@127.0.0.1", "#room", "new name")
+        )
+
+        alice.leave("#room", "brb")
+        self.assertEqual(await bob.next("userLeft"), ("carol", "#room"))
+        self.assertEqual(bob.lines[-1], ":carol!~alice@127.0.0.1 PART #room :brb")
+        self.assertEqual(await alice.next("left"), ("#room",))
+        alice.join("#room")
+        self.assertEqual(await alice.next("joined"), ("#room",))
+        self.assertEqual(await bob.next("userJoined"), ("carol", "#room"))
+
+        bob.quit("goodbye")
+        self.assertEqual(await alice.next("userQuit"), ("bob", "Quit: goodbye"))
+        self.assertIsInstance(await bob.whenLost(), ConnectionDone)
+        self.assertEqual(bob.lines[-1], "ERROR :Closing Link: 127.0.0.1 (Quit: goodbye)")
+
+        # Nobody had their own messages echoed, or anything else left over.
+        for client in (alice, bob):
+            self.assertEqual(
+                {name: client.pending(name) for name in client.RECORDED if client.pending(name)},
+                {},
+            )
+
+
+class ConversationTests(ChatTestCase):
+    """
+    Two users talking through the server, over plaintext and TLS.
+    """
+
+    async def test_plaintext(self) -> None:
+        """
+        Over plaintext TCP on 127.0.0.1: both register (welcomed with their
+        server-built prefix), then join, talk in the room and in private,
+        rename, part and quit, each seeing exactly what the other did.
+        """
+        server = await self.startChat("tcp:0:interface=127.0.0.1")
+        [(host, port)] = server.addresses
+        alice = await self.connect(tcp(port, host), "alice")
+        bob = await self.connect(tcp(port, host), "bob")
+        self.assertIn(
+            f":{SERVER} 001 alice :Welcome to the netservices IRC Network {ALICE}", alice.lines
+        )
+        await self.converse(alice, bob)
+
+    async def test_tls(self) -> None:
+        """
+        Alice over plaintext, Bob over TLS (the certificate verified for
+        C{localhost}): the same conversation works, and Bob's QUIT closes
+        his TLS connection cleanly; WHOIS shows the secure numeric 671 for
+        Bob and not for Alice.  A client that trusts another certificate,
+        or expects another name, refuses the server's.
+        """
+        pem, ca = writeCertificate(self.temporaryDirectory())
+        server = await self.startChat(
+            "tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={pem}:interface=127.0.0.1"
+        )
+        (_, plainPort), (_, tlsPort) = server.addresses
+        alice = await self.connect(tcp(plainPort), "alice")
+        bob = await self.connect(tls(tlsPort, ca.read_bytes()), "bob")
+
+        aboutBob = await self.whois(alice, "bob")
+        self.assertEqual(numerics(aboutBob), ["311", "312", "671", "317", "318"])
+        self.assertEqual(
+            aboutBob[:3],
+            [
+                f":{SERVER} 311 alice bob ~bob 127.0.0.1 * :bob test",
+                f":{SERVER} 312 alice bob {SERVER} :netservices chat",
+                f":{SERVER} 671 alice bob :is using a secure connection",
+            ],
+        )
+        aboutAlice = await self.whois(bob, "alice")
+        self.assertEqual(numerics(aboutAlice), ["311", "312", "317", "318"])
+
+        await self.converse(alice, bob)
+
+        _, otherCA = writeCertificate(self.temporaryDirectory())
+        untrusted = connectIRCClient(
+            reactor, tls(tlsPort, otherCA.read_bytes()), "mallory", timeout=10
+        )
+        await self.assertFailure(untrusted, SSL.Error)
+        misnamed = connectIRCClient(
+            reactor, tls(tlsPort, ca.read_bytes(), "example.com"), "mallory", timeout=10
+        )
+        await self.assertFailure(misnamed, VerificationError)
+
+
+class ZeroConfigurationTests(ChatTestCase):
+    """
+    C{twistd -n netservices chat} with no listen options, in a network
+    namespace of its own, so that ports 6667 and 6697 are free.
+    """
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise self.skipTest("network namespaces need root and iproute2")
+        self.namespace = f"chat{os.getpid()}"
+        self.ip("netns", "add", self.namespace)
+        self.addCleanup(self.ip, "netns", "del", self.namespace)
+        self.ip("-n", self.namespace, "link", "set", "lo", "up")
+
+    def ip(self, *argv: str) -> None:
+        """
+        Run C{ip ARGV}.
+        """
+        completed = subprocess.run(["ip", *argv], capture_output=True, timeout=30)
+        if completed.returncode:
+            raise RuntimeError(f"ip {' '.join(argv)}: {completed.stderr.decode().strip()}")
+
+    def connectInside(self, endpoint, nickname: str) -> Deferred:
+        """
+        Connect a client from inside the namespace (its socket is made
+        there; the reactor drives it like any other).
+        """
+        with enterNamespace(self.namespace):
+            return Deferred.fromCoroutine(self.connect(endpoint, nickname))
+
+    async def startInside(self, state) -> object:
+        """
+        Start C{twistd -n --pidfile= netservices chat --data-dir STATE}
+        inside the namespace, and wait for its two listeners.
+        """
+        return await self.startServer(
+            ["chat", "--data-dir", str(state)], 2, prefix=["ip", "netns", "exec", self.namespace]
+        )
+
+    def certificateEvent(self, server) -> dict:
+        """
+        @return: the one event that gives the certificate's fingerprint.
+        """
+        [event] = server.eventsMatching(lambda e: "fingerprint" in e)
+        self.assertIn(event["fingerprint"], eventText(event))
+        return event
+
+    async def test_defaults(self) -> None:
+        """
+        With no options but the state directory: the log says where the
+        state is, lists plaintext on 127.0.0.1:6667 and TLS on 0.0.0.0:6697,
+        and gives the SHA-256 fingerprint of the self-signed certificate
+        created in the state directory (key readable by the owner only).
+        A client registers on both ports, over TLS trusting that
+        certificate for C{localhost}.  A second start reuses it.
+        """
+        state = self.temporaryDirectory() / "state"
+        server = await self.startInside(state)
+        keyPath, certificatePath = state / "tls-key.pem", state / "tls-cert.pem"
+
+        self.assertEqual(len(server.eventsMatching(lambda e: e.get("dataDir") == str(state))), 1)
+        self.assertEqual(
+            [(a.transport, a.host, a.port) for a in server.listening],
+            [("tcp", "127.0.0.1", 6667), ("tcp", "0.0.0.0", 6697)],
+        )
+        self.assertEqual(
+            server.listening[0],
+            ListeningAddress("tcp", "127.0.0.1", 6667, "tcp:6667:interface=127.0.0.1"),
+        )
+        self.assertTrue(server.listening[1].description.startswith("ssl:6697"))
+        created = self.certificateEvent(server)
+        fingerprint = loadServerCertificate(keyPath, certificatePath).fingerprint
+        self.assertEqual(
+            (created["state"], created["path"], created["fingerprint"]),
+            ("created", str(certificatePath), fingerprint),
+        )
+        self.assertEqual(stat.S_IMODE(keyPath.stat().st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(state.stat().st_mode), 0o700)
+        certificate = certificatePath.read_bytes()
+
+        plain, secure = await gatherResults(
+            [
+                self.connectInside(tcp(6667), "alice"),
+                self.connectInside(tls(6697, certificate), "bob"),
+            ]
+        )
+        for client, prefix in [(plain, ALICE), (secure, BOB)]:
+            welcome = [line for line in client.lines if line.split(" ", 2)[1] == "001"]
+            self.assertEqual(len(welcome), 1)
+            self.assertTrue(
+                welcome[0].endswith(f" :Welcome to the netservices IRC Network {prefix}")
+            )
+
+        self.assertEqual(await server.stop(), CLEAN_STOP)
+        again = await self.startInside(state)
+        reused = self.certificateEvent(again)
+        self.assertEqual((reused["state"], reused["fingerprint"]), ("existing", fingerprint))
+        self.assertEqual(certificatePath.read_bytes(), certificate)
+
+
+class OptionsTests(ChatTestCase):
+    """
+    What the listen and state options do to the defaults.
+    """
+
+    async def test_portAndListenReplaceDefaults(self) -> None:
+        """
+        With C{--port N} or C{--listen DESC} the server listens there only:
+        no TLS listener, no certificate made; a client registers.
+        """
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        byPort, byListen = self.temporaryDirectory(), self.temporaryDirectory()
+        arguments = [
+            ["chat", "--port", str(port), "--data-dir", str(byPort)],
+            ["chat", "--listen", "tcp:0:interface=127.0.0.1", "--data-dir", str(byListen)],
+        ]
+        servers = await gatherResults(
+            [Deferred.fromCoroutine(self.startServer(args, 1)) for args in arguments]
+        )
+        listened = servers[1].listening[0]
+        self.assertEqual(
+            [server.listening for server in servers],
+            [
+                [ListeningAddress("tcp", "127.0.0.1", port, f"tcp:{port}:interface=127.0.0.1")],
+                [ListeningAddress("tcp", "127.0.0.1", listened.port, "tcp:0:interface=127.0.0.1")],
+            ],
+        )
+        for server in servers:
+            [(host, serverPort)] = server.addresses
+            await self.connect(tcp(serverPort, host), "alice")
+            self.assertEqual(await server.stop(), CLEAN_STOP)
+            self.assertEqual(len(server.listening), 1)
+            self.assertEqual(server.eventsMatching(lambda e: "fingerprint" in e), [])
+        self.assertEqual((os.listdir(byPort), os.listdir(byListen)), ([], []))
+
+    async def test_badStateDirectory(self) -> None:
+        """
+        A state directory that cannot be made (under a regular file) stops
+        twistd with one line naming it, a non-zero status and no traceback.
+        """
+        blocker = self.temporaryDirectory() / "file"
+        blocker.write_text("not a directory")
+        result = await runTwistd(reactor, ["chat", "--data-dir", str(blocker / "state")])
+        oneLineFailure(self, result, "state directory", str(blocker / "state"), "Not a directory")
+
+
+class StopTests(ChatTestCase):
+    """
+    Stopping the server with clients connected.
+    """
+
+    async def test_clientsToldOnStop(self) -> None:
+        """
+        On SIGTERM every client, registered or not, over plaintext or TLS,
+        gets an C{ERROR} line saying the server is shutting down and a
+        clean close; the server exits with status 0 once they are closed.
+        """
+        pem, ca = writeCertificate(self.temporaryDirectory())
+        server = await self.startChat(
+            "tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={pem}:interface=127.0.0.1"
+        )
+        (_, plainPort), (_, tlsPort) = server.addresses
+        alice = await self.connect(tcp(plainPort), "alice")
+        bob = await self.connect(tls(tlsPort, ca.read_bytes()), "bob")
+        for client in (alice, bob):
+            client.join("#room")
+            await client.next("joined")
+        newcomer = await self.connect(tcp(plainPort), "newcomer", register=False)
+        # Answered: the server has accepted the unregistered connection.
+        pong = newcomer.linesUntil(lambda line: " PONG " in line)
+        newcomer.sendLine("PING :are you there")
+        self.assertEqual(await pong, [f":{SERVER} PONG {SERVER} :are you there"])
+
+        clients = (alice, bob, newcomer)
+        ends = [client.whenLost() for client in clients]
+        self.assertEqual(await server.stop(), CLEAN_STOP)
+        reasons = await gatherResults(ends)
+        for client, reason in zip(clients, reasons):
+            self.assertIsInstance(reason, ConnectionDone, client.nickname)
+            self.assertEqual(
+                client.lines[-1], "ERROR :Closing Link: 127.0.0.1 (Server shutting down)"
+            )
+        self.assertTrue(
+            server.eventsMatching(lambda e: "work in flight finished" in eventText(e))
+        )

@@ -1,0 +1,123 @@
+"""
+Tests for L{netservices.chat.tap}: options, the state directory and the
+service tree, without sockets.
+"""
+
+import os
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from netservices._common.listen import StreamListener
+from netservices.chat.tap import ChatOptions, defaultDataDirectory, makeService
+
+
+def parse(*argv: str) -> ChatOptions:
+    """
+    @return: chat options parsed from C{argv} with a memory reactor.
+    """
+    options = ChatOptions()
+    options.reactor = MemoryReactorClock()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{twistd netservices chat} options.
+    """
+
+    def test_zeroConfiguration(self) -> None:
+        """
+        Without --listen or --port: plaintext on 127.0.0.1:6667 (the TLS
+        listener is added by makeService), documented limits.
+        """
+        options = parse()
+        self.assertTrue(options.zeroConfiguration)
+        self.assertEqual(options["listen"], ["tcp:6667:interface=127.0.0.1"])
+        settings = options.connectionSettings()
+        self.assertEqual(
+            (settings.registrationTimeout, settings.pingInterval, settings.pongTimeout),
+            (30.0, 120.0, 20.0),
+        )
+        self.assertEqual((settings.recvq, settings.sendq), (8192, 262144))
+        self.assertEqual((settings.floodBurst, settings.floodRate), (10, 2.0))
+        self.assertEqual(options["data-dir"], str(defaultDataDirectory()))
+
+    def test_listenReplacesDefaults(self) -> None:
+        """
+        --port and --listen replace both default listeners.
+        """
+        options = parse("--port", "7000", "--listen", "tcp:7001")
+        self.assertFalse(options.zeroConfiguration)
+        self.assertEqual(options["listen"], ["tcp:7000:interface=127.0.0.1", "tcp:7001"])
+
+    def test_badValues(self) -> None:
+        """
+        Bad numbers, server names and MOTD files are usage errors.
+        """
+        for argv in (
+            ["--flood-rate", "-1"],
+            ["--sendq", "0"],
+            ["--server-name", "a b"],
+            ["--server-name", "x!y"],
+            ["--motd-file", "/nonexistent/motd"],
+        ):
+            self.assertRaises(usage.UsageError, parse, *argv)
+
+    def test_defaultDataDirectory(self) -> None:
+        """
+        Root keeps state in /var/lib; others under XDG_STATE_HOME.
+        """
+        self.patch(os, "geteuid", lambda: 0)
+        self.assertEqual(defaultDataDirectory(), Path("/var/lib/netservices/chat"))
+        self.patch(os, "geteuid", lambda: 1000)
+        self.patch(os, "environ", {"XDG_STATE_HOME": "/x/state"})
+        self.assertEqual(defaultDataDirectory(), Path("/x/state/netservices/chat"))
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    The service tree.
+    """
+
+    def test_zeroConfiguration(self) -> None:
+        """
+        With no listen options the state directory gets a certificate and
+        there are two listeners, the second TLS on 6697.
+        """
+        directory = Path(self.mktemp())
+        options = parse("--data-dir", str(directory))
+        top = makeService(options, options.reactor)
+        listeners = [s for s in top if isinstance(s, StreamListener)]
+        self.assertEqual(len(listeners), 2)
+        self.assertTrue(listeners[1].description.startswith("ssl:6697 with "))
+        self.assertTrue((directory / "tls-cert.pem").is_file())
+        self.assertEqual((directory / "tls-key.pem").stat().st_mode & 0o777, 0o600)
+        self.assertEqual(directory.stat().st_mode & 0o777, 0o700)
+
+    def test_motdFromDataDirectory(self) -> None:
+        """
+        motd.txt in the state directory is the message of the day.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "motd.txt").write_bytes(b"Hi there\n\nbad \xff byte\n")
+        options = parse("--data-dir", str(directory), "--port", "0")
+        top = makeService(options, options.reactor)
+        self.assertEqual(top.factory.info.motd, ("Hi there", " ", "bad \ufffd byte"))
+        self.assertEqual(len([s for s in top if isinstance(s, StreamListener)]), 1)
+        self.assertFalse((directory / "tls-cert.pem").exists())
+
+    def test_unusableDataDirectory(self) -> None:
+        """
+        A state directory that cannot be made is a one-line exit.
+        """
+        blocker = Path(self.mktemp())
+        blocker.write_text("a file")
+        options = parse("--data-dir", str(blocker / "state"), "--port", "0")
+        error = self.assertRaises(SystemExit, makeService, options, options.reactor)
+        self.assertIn("cannot use state directory", str(error))
+        self.assertNotIn("\n", str(error))
