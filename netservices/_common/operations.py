@@ -188,10 +188,30 @@ class GracefulStop(service.Service):
         # by re-raising the signal rather than with status 0).
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._signalled)
+            signal.signal(signal.SIGHUP, self._hangup)
         self.notify("READY=1")
 
     def _signalled(self, number, frame) -> None:
         self.reactor.callFromThread(self.shutdown)
+
+    def _hangup(self, number, frame) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Ask every service that has a C{reload} method (settings or files
+        it can read again without dropping anybody) to reload.
+        """
+        reloaders = [
+            child.reload for child in allServices(self.root) if hasattr(child, "reload")
+        ]
+        if not reloaders:
+            log.info("SIGHUP: nothing to reload")
+        for reload in reloaders:
+            try:
+                reload()
+            except Exception:
+                log.failure("reload failed")
 
     def shutdown(self) -> Deferred:
         """

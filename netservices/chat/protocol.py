@@ -212,9 +212,13 @@ class ChatConnection(Protocol):
         if self._closingSince is not None:
             return
         try:
-            now = self.lastReceived = self.factory.clock.seconds()
+            factory = self.factory
+            now = self.lastReceived = factory.clock.seconds()
             self.pingSent = None
             lines = self.framer.feed(data)
+            counts = factory.counts
+            counts["bytesReceived"] += len(data)
+            counts["linesReceived"] += len(lines)
             bucket = self.bucket
             for index, line in enumerate(lines):
                 if bucket is not None and (
@@ -349,7 +353,9 @@ class ChatConnection(Protocol):
             self._queued += sum(len(line) for line in out)
             self._checkSendQueue()
             return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.factory.counts["bytesSent"] += len(data)
+        self.transport.write(data)
 
     def pauseProducing(self) -> None:
         if self._queue is None:
@@ -982,6 +988,8 @@ class ChatFactory(Factory):
     once a second (one timer for all connections, not one each).
 
     @ivar connections: the open connections.
+    @ivar counts: bytes and lines received, bytes sent in batches (lines
+        written straight to a closing connection are not counted).
     """
 
     protocol = ChatConnection
@@ -1004,6 +1012,7 @@ class ChatFactory(Factory):
         self.log = log or Logger(namespace="netservices.chat")
         self.refusals = refusals or RefusalLog(self.log, clock, "input")
         self.connections: set[ChatConnection] = set()
+        self.counts = {"bytesReceived": 0, "linesReceived": 0, "bytesSent": 0}
         self._timers: LoopingCall | None = None
         self._dirty: list[ChatConnection] = []
         self._flushCall = None

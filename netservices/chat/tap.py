@@ -12,6 +12,7 @@ import os
 import socket
 from pathlib import Path
 
+import attrs
 from twisted.application import service
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
@@ -26,6 +27,7 @@ from netservices._common.listen import (
     positiveInt,
 )
 from netservices._common.logs import RefusalLog
+from netservices._common.metrics import metricsOf, watchRefusals
 from netservices._common.service import CallOnStop, addStreamListeners
 from netservices._common.tls import ensureSelfSignedCertificate
 from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
@@ -195,12 +197,54 @@ def readMotd(path: Path) -> tuple[str, ...]:
     return tuple(line or " " for line in lines)
 
 
+def _dataDirMotd(dataDir: Path, log: Logger) -> tuple[str, ...] | None:
+    path = dataDir / "motd.txt"
+    if not path.is_file():
+        return None
+    try:
+        return readMotd(path)
+    except OSError as e:
+        log.warn("cannot read {path}: {error}", path=str(path), error=e.strerror)
+        return None
+
+
 def _refusalMessage(reason: str) -> bytes:
     text = {
         "max-per-peer": "Too many connections from your address",
         "max-connections": "Server is full",
     }.get(reason, "Connection refused")
     return encode(None, "ERROR", f"Closing Link: ({text})")
+
+
+def watchChat(metrics, chat: ChatService, factory: ChatFactory) -> None:
+    """
+    Add the chat metrics: users, channels, messages relayed and their
+    deliveries, bytes and lines in and out, input refused by reason.
+    """
+    metrics.gauge("chat_users", "Registered users connected now.", lambda: chat.registeredCount)
+    metrics.gauge(
+        "chat_unregistered", "Connections not registered yet.", lambda: chat.unregisteredCount
+    )
+    metrics.gauge("chat_channels", "Channels that exist now.", lambda: len(chat.channels))
+    metrics.counter(
+        "chat_messages", "PRIVMSG and NOTICE messages relayed.", lambda: chat.counts["messages"]
+    )
+    metrics.counter(
+        "chat_deliveries",
+        "Lines relayed to users (one message to a channel of N is N-1).",
+        lambda: chat.counts["deliveries"],
+    )
+    metrics.counter("bytes_received", "Bytes received.", lambda: factory.counts["bytesReceived"])
+    metrics.counter("bytes_sent", "Bytes sent.", lambda: factory.counts["bytesSent"])
+    metrics.counter(
+        "chat_lines_received", "Lines received from clients.", lambda: factory.counts["linesReceived"]
+    )
+    watchRefusals(
+        metrics, "chat_input_refused",
+        "Input refused or clients dropped, by reason (line-too-long, nul, bare-cr,"
+        " excess-flood, sendq-exceeded, ping-timeout, registration-timeout).",
+        factory.refusals,
+    )
 
 
 def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
@@ -218,11 +262,8 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         raise SystemExit(f"netservices chat: cannot use state directory {dataDir}: {e.strerror}")
     log.info("chat state in {dataDir}", dataDir=str(dataDir))
     motd = options["motd"]
-    if motd is None and (dataDir / "motd.txt").is_file():
-        try:
-            motd = readMotd(dataDir / "motd.txt")
-        except OSError:
-            motd = None
+    if motd is None:
+        motd = _dataDirMotd(dataDir, log)
     name = options["server-name"] or socket.gethostname() or "localhost"
     try:
         name = _serverName(name)
@@ -260,6 +301,8 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
             f"ssl:{CHAT_TLS_PORT} with {certificate.certificatePath}", endpoint, limited, reactor
         ).setServiceParent(top)
 
+    watchChat(metricsOf(options), chat, factory)
+
     def logTotals() -> None:
         log.info(
             "chat totals: users={users} channels={channels} messages={messages}"
@@ -272,6 +315,26 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         connectionRefusals.logTotals()
 
     CallOnStop(logTotals).setServiceParent(top)
+
+    def reload() -> None:
+        # SIGHUP: the message of the day is read again; nobody is dropped.
+        if options["motd-file"] is not None:
+            try:
+                motd = readMotd(Path(options["motd-file"]))
+            except OSError as e:
+                log.warn(
+                    "reload: cannot read {path}: {error}; MOTD unchanged",
+                    path=options["motd-file"], error=e.strerror,
+                )
+                return
+        else:
+            motd = _dataDirMotd(dataDir, log)
+        factory.info = attrs.evolve(factory.info, motd=motd)
+        log.info(
+            "reloaded the MOTD: {lines} lines", lines=0 if motd is None else len(motd)
+        )
+
+    top.reload = reload
     top.chat = chat
     top.factory = factory
     return top

@@ -175,6 +175,24 @@ class GracefulStopTests(SynchronousTestCase):
         self.stop.shutdown()
         self.assertEqual(self.reactor.stopped, 1)
 
+    def test_reload(self) -> None:
+        """
+        A reload (SIGHUP) calls every service's C{reload}; one that fails
+        is logged and does not keep the others from reloading.
+        """
+        calls = []
+
+        def broken():
+            calls.append("broken")
+            raise RuntimeError("cannot")
+
+        self.first.reload = broken
+        self.second.reload = lambda: calls.append("second")
+        self.stop.reload()
+        self.assertEqual(calls, ["broken", "second"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.reactor.stopped, 0)
+
 
 class SigtermTests(TwistdTestCase):
     """

@@ -31,6 +31,7 @@ from netservices.testing import (
     eventText,
     oneLineFailure,
     runTwistd,
+    scrapeMetrics,
     writeCertificate,
 )
 
@@ -407,3 +408,80 @@ class StopTests(ChatTestCase):
         self.assertTrue(
             server.eventsMatching(lambda e: "work in flight finished" in eventText(e))
         )
+
+
+class MetricsTests(ChatTestCase):
+    """
+    C{--metrics-listen}: the chat counters match what the test did.
+    """
+
+    async def test_scrape(self) -> None:
+        """
+        Two users, one channel, three messages to it and one private: the
+        scrape shows 2 users, 1 channel, 4 messages, 4 deliveries (each
+        channel message reaches the one other member) plus the JOINs, and
+        one line refused for a NUL.
+        """
+        args = [
+            "chat", "--data-dir", str(self.temporaryDirectory()), "--server-name", SERVER,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--metrics-listen", "tcp:0:interface=127.0.0.1",
+        ]
+        server = await self.startServer(args, 2)
+        (host, port), metrics = server.addresses[0], server.addresses[-1]
+        alice = await self.connect(tcp(port, host), "alice")
+        bob = await self.connect(tcp(port, host), "bob")
+        alice.join("#room")
+        await alice.next("joined")
+        bob.join("#room")
+        await bob.next("joined")
+        await alice.next("userJoined")
+        for text in ("one", "two", "three"):
+            alice.msg("#room", text)
+            await bob.next("privmsg")
+        bob.msg("alice", "private")
+        await alice.next("privmsg")
+        # IRCClient.sendLine would quote the NUL away: raw bytes instead.
+        bob.transport.write(b"PRIVMSG alice :a\0b\r\n")
+        answer = bob.linesUntil(lambda line: " PONG " in line)
+        bob.sendLine("PING :sync")
+        await answer
+        scrape = await scrapeMetrics(reactor, *metrics)
+        service = {"service": "chat"}
+        self.assertEqual(scrape.value("netservices_chat_users", **service), 2)
+        self.assertEqual(scrape.value("netservices_chat_channels", **service), 1)
+        self.assertEqual(scrape.value("netservices_chat_messages_total", **service), 4)
+        # JOINs: alice sees her own (1), then both see bob's (2).
+        self.assertEqual(scrape.value("netservices_chat_deliveries_total", **service), 3 + 4)
+        self.assertEqual(
+            scrape.value("netservices_chat_input_refused_total", reason="nul"), 1
+        )
+        self.assertEqual(scrape.value("netservices_connections_accepted_total", **service), 2)
+        self.assertEqual(scrape.value("netservices_connections_open", **service), 2)
+
+
+class ReloadTests(ChatTestCase):
+    """
+    C{SIGHUP} reloads the message of the day without dropping anybody.
+    """
+
+    async def test_sighup(self) -> None:
+        """
+        After motd.txt is written and twistd gets SIGHUP, a connected user
+        stays connected and the MOTD command shows the new text.
+        """
+        state = self.temporaryDirectory()
+        server = await self.startServer(
+            ["chat", "--data-dir", str(state), "--server-name", SERVER,
+             "--listen", "tcp:0:interface=127.0.0.1"],
+            1,
+        )
+        host, port = server.addresses[0]
+        alice = await self.connect(tcp(port, host), "alice")
+        (state / "motd.txt").write_text("Welcome back\n")
+        server.sendSignal("HUP")
+        await server.waitForEvent(lambda event: "reloaded the MOTD" in eventText(event))
+        answer = alice.linesUntil(isNumeric("376"))
+        alice.sendLine("MOTD")
+        lines = await answer
+        self.assertIn(f":{SERVER} 372 alice :- Welcome back", lines)

@@ -121,3 +121,31 @@ class MakeServiceTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, makeService, options, options.reactor)
         self.assertIn("cannot use state directory", str(error))
         self.assertNotIn("\n", str(error))
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    SIGHUP (the service's C{reload}) reads the MOTD again.
+    """
+
+    def test_reloadMotd(self) -> None:
+        """
+        A changed motd.txt is served after a reload; a --motd-file that
+        became unreadable leaves the MOTD as it was.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        options = parse("--data-dir", str(directory), "--port", "0")
+        top = makeService(options, options.reactor)
+        self.assertIsNone(top.factory.info.motd)
+        (directory / "motd.txt").write_text("new\n")
+        top.reload()
+        self.assertEqual(top.factory.info.motd, ("new",))
+
+        motd = directory / "other.txt"
+        motd.write_text("first\n")
+        options = parse("--data-dir", str(directory), "--port", "0", "--motd-file", str(motd))
+        top = makeService(options, options.reactor)
+        motd.unlink()
+        top.reload()
+        self.assertEqual(top.factory.info.motd, ("first",))
