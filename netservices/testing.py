@@ -1421,6 +1421,8 @@ class FakeChatClient:
         self.server = server
         self.protocol = server.factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
+        if secure:
+            self.protocol.handshakeCompleted()
         self._read = 0
 
     def send(self, *lines: str | bytes) -> None:

@@ -20,11 +20,11 @@ from typing import Callable
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import directlyProvides, providedBy
+from zope.interface import directlyProvides, implementer, providedBy
 
 from netservices._common.addresses import joinHostPort, prefixKey
 from netservices._common.logs import RefusalLog
@@ -71,6 +71,7 @@ def peerKey(address: object) -> str | None:
     return None
 
 
+@implementer(IHandshakeListener)
 class LimitingProtocol(ProtocolWrapper):
     """
     Admits or refuses one connection when it is made, and is aborted by its
@@ -113,6 +114,11 @@ class LimitingProtocol(ProtocolWrapper):
         if self._admitted:
             self.lastReceived = self._now()
             self.wrappedProtocol.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        # The TLS layer tells the protocol it wraps, this one: pass it on.
+        if self._admitted and IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
 
     def connectionLost(self, reason):
         self.factory.unregisterProtocol(self)

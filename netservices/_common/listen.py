@@ -14,7 +14,12 @@ import attrs
 from OpenSSL.crypto import Error as OpenSSLError
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+    wrapServerTLS,
+)
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
@@ -28,6 +33,8 @@ from netservices._common.datagram import adoptWithInfo, listenWithInfo
 from netservices._common.eager import eagerEquivalent
 from netservices._common.limits import ConnectionLimits
 from netservices._common.proxy import ProxyHeaderEndpoint, proxyThenTLSEndpoint
+from netservices._common.sni import DEFAULT_RECHECK_INTERVAL, CertificateDirectory
+from netservices._common.tls import loadCertificates, loadServerCertificate
 
 log = Logger()
 
@@ -35,10 +42,14 @@ STREAM_HELP = """\
 Listen on this endpoint description; repeatable.  Examples:
 tcp:7007  tcp:7007:interface=127.0.0.1  tcp6:7007:interface=\\:\\:
 (IPv6 and IPv4)  ssl:7443:privateKey=key.pem:certKey=cert.pem
-tls:/etc/certs:port=7443 (a directory of PEMs, picked by SNI)
-unix:/run/x.sock  systemd:domain=INET:index=0  haproxy:tcp:7007
-(a PROXY v1/v2 header first)  haproxy-ssl:7443:privateKey=key.pem (a
-cleartext PROXY header, then TLS: what HAProxy's send-proxy sends)."""
+tls:/etc/certs:port=7443[:interface=ADDR][:backlog=N][:recheck=S] (the
+certificates of a directory of PEM files, picked by SNI, default.pem for
+clients without; renewed ones are served within S seconds, default 10;
+interface \\:\\: by default)  unix:/run/x.sock  systemd:domain=INET:index=0
+haproxy:tcp:7007 (a PROXY v1/v2 header first)
+haproxy-ssl:7443:privateKey=key.pem (a cleartext PROXY header, then TLS:
+what HAProxy's send-proxy sends).  Every TLS listener takes TLS 1.2 and
+1.3 only, with forward-secret AEAD suites only on TLS 1.2."""
 
 DATAGRAM_HELP = """\
 Listen on this UDP address; repeatable.  udp:PORT[:interface=ADDR], e.g.
@@ -47,29 +58,136 @@ udp:3478:interface=\\:\\:1.  Escape colons in ADDR with a backslash."""
 
 
 def parseStreamDescription(
-    reactor, description: str, eagerWrites: bool = False
+    reactor,
+    description: str,
+    eagerWrites: bool = False,
+    requestClientCertificate: bool = False,
 ) -> IStreamServerEndpoint:
     """
     Parse a server endpoint description as Twisted's C{serverFromString}
     does, except that C{haproxy:} connects the service only after the PROXY
-    header (so the peer is known from the start) and C{haproxy-ssl:} takes
-    the header before TLS.
+    header (so the peer is known from the start), C{haproxy-ssl:} takes
+    the header before TLS, and TLS listeners are our own: C{ssl:} (the
+    options of Twisted's, less C{sslmethod} and C{dhParameters}) and
+    C{tls:DIRECTORY} (L{CertificateDirectory}) take the policy of
+    L{netservices._common.tls.ServerCertificate.serverOptions}, which
+    Twisted's C{ssl:} (CBC and static RSA suites on TLS 1.2) and C{tls:}
+    (the same, and renewed certificates never seen) do not.
 
     @param eagerWrites: listen on C{tcp:}/C{tcp6:} with transports that send
         at once when they can (L{netservices._common.eager}).
+    @param requestClientCertificate: TLS listeners ask clients for a
+        certificate (see L{netservices._common.tls.requestAnyClientCertificate}).
 
     @raise Exception: anything C{serverFromString} raises for a bad
-        description, including C{OSError} for a missing certificate file.
+        description, including C{OSError} for a missing file; L{ValueError}
+        for a bad TLS description.
     """
     kind, _, rest = description.partition(":")
     if kind == "haproxy":
         return ProxyHeaderEndpoint(
-            parseStreamDescription(reactor, rest, eagerWrites), reactor
+            parseStreamDescription(reactor, rest, eagerWrites, requestClientCertificate),
+            reactor,
         )
     if kind == "haproxy-ssl":
-        return proxyThenTLSEndpoint(reactor, serverFromString(reactor, "ssl:" + rest))
+        return proxyThenTLSEndpoint(reactor, _parseSSL(reactor, rest, requestClientCertificate))
+    if kind == "ssl":
+        return _parseSSL(reactor, rest, requestClientCertificate)
+    if kind == "tls":
+        return _parseCertificateDirectory(reactor, rest, requestClientCertificate)
     endpoint = serverFromString(reactor, description)
     return eagerEquivalent(reactor, endpoint) if eagerWrites else endpoint
+
+
+def _namedFields(kind: str, fields: list[str], names: Sequence[str]) -> dict[str, str]:
+    """
+    @return: C{fields} (C{name=value} each) as a dictionary.
+    @raise ValueError: for a field that is not one of C{names}, or one
+        given twice.
+    """
+    values: dict[str, str] = {}
+    for field in fields:
+        name, equals, value = field.partition("=")
+        if name in ("sslmethod", "dhParameters"):
+            raise ValueError(
+                f"{name}= is not supported: every TLS listener takes TLS 1.2 and 1.3,"
+                " with ECDHE key exchange"
+            )
+        if not equals or name not in names:
+            expected = ", ".join(f"{n}=" for n in names)
+            raise ValueError(f"unknown {kind}: option {field!r} (expected {expected})")
+        if name in values:
+            raise ValueError(f"{name}= given twice")
+        values[name] = value
+    return values
+
+
+def _tcpSettings(values: dict[str, str], defaultInterface: str) -> tuple[int, int, str]:
+    """
+    @return: the port, backlog and interface of parsed C{values}.
+    @raise ValueError: if one is missing (the port) or bad.
+    """
+    if "port" not in values:
+        raise ValueError("port=N is needed")
+    try:
+        port = portNumber(values["port"])
+        backlog = positiveInt(values.get("backlog", "50"))
+    except ValueError as error:
+        raise ValueError(f"bad port= or backlog=: {error}") from None
+    interface = values.get("interface", defaultInterface)
+    if interface and parseIP(interface) is None:
+        raise ValueError(f"interface {interface!r} is not an IP address")
+    return port, backlog, interface
+
+
+def _parseSSL(reactor, rest: str, requestClientCertificate: bool) -> SSL4ServerEndpoint:
+    """
+    Parse the rest of C{ssl:PORT[:privateKey=FILE][:certKey=FILE]
+    [:extraCertChain=FILE][:interface=ADDR][:backlog=N]}, whose options
+    mean what they mean to Twisted (C{privateKey} defaults to
+    C{server.pem} and may hold the certificate too; C{extraCertChain}
+    adds intermediates).
+    """
+    fields = _splitDescription(rest)
+    if fields and "=" not in fields[0]:
+        fields[0] = "port=" + fields[0]
+    values = _namedFields(
+        "ssl",
+        fields,
+        ("port", "privateKey", "certKey", "extraCertChain", "interface", "backlog"),
+    )
+    port, backlog, interface = _tcpSettings(values, "")
+    certificate = loadServerCertificate(
+        values.get("privateKey", "server.pem"), values.get("certKey")
+    )
+    if "extraCertChain" in values:
+        extra = loadCertificates(values["extraCertChain"], "TLS certificate chain file")
+        certificate = attrs.evolve(certificate, chain=certificate.chain + tuple(extra))
+    options = certificate.serverOptions(requestClientCertificate)
+    return SSL4ServerEndpoint(reactor, port, options, backlog, interface)
+
+
+def _parseCertificateDirectory(
+    reactor, rest: str, requestClientCertificate: bool
+) -> IStreamServerEndpoint:
+    """
+    Parse the rest of C{tls:DIRECTORY:port=N[:interface=ADDR][:backlog=N]
+    [:recheck=SECONDS]} (C{interface} defaults to C{::}, as for Twisted's
+    C{tls:}; C{recheck} to 10 seconds) and load the directory.
+    """
+    directory, *fields = _splitDescription(rest)
+    if not directory:
+        raise ValueError("expected tls:DIRECTORY:port=N")
+    if fields and "=" not in fields[0]:
+        fields[0] = "port=" + fields[0]
+    values = _namedFields("tls", fields, ("port", "interface", "backlog", "recheck"))
+    port, backlog, interface = _tcpSettings(values, "::")
+    try:
+        recheck = nonNegativeFloat(values.get("recheck", str(DEFAULT_RECHECK_INTERVAL)))
+    except ValueError as error:
+        raise ValueError(f"bad recheck=: {error}") from None
+    certificates = CertificateDirectory(directory, reactor, recheck, requestClientCertificate)
+    return wrapServerTLS(certificates, TCP6ServerEndpoint(reactor, port, backlog, interface))
 
 
 @attrs.frozen
@@ -193,12 +311,15 @@ class ListenOptions(usage.Options):
         when L{None}).
     @ivar eagerWrites: whether plain TCP listeners use eager-writing
         transports.
+    @ivar requestClientCertificate: whether TLS listeners ask clients for
+        a certificate (and accept any: only its fingerprint is for use).
     """
 
     defaultListen: str = ""
     portTemplate: str = ""
     reactor = None
     eagerWrites = False
+    requestClientCertificate = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -236,7 +357,9 @@ class ListenOptions(usage.Options):
         Parse one listen description; subclasses for other transports
         override this.
         """
-        return parseStreamDescription(self.getReactor(), description, self.eagerWrites)
+        return parseStreamDescription(
+            self.getReactor(), description, self.eagerWrites, self.requestClientCertificate
+        )
 
     def postOptions(self) -> None:
         if not self["listen"]:

@@ -15,6 +15,10 @@ itself as its issuer: a client that pins it as its only trust root
 C{ssl} with C{cafile}, C{curl --cacert}) accepts it for each name it lists;
 OpenSSL needs no C{CA:TRUE} to take a self-signed certificate in its trust
 store as the anchor of a chain of one, even with C{-x509_strict}.
+
+Client certificates (for SASL EXTERNAL) are requested, never required, and
+any certificate is accepted: see L{requestAnyClientCertificate} and
+L{peerCertificateFingerprint}.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+from netservices._common.proxy import transportChain
 
 #: The private keys a server certificate may have (those TLS can sign with).
 PrivateKey = Union[
@@ -96,18 +104,22 @@ class ServerCertificate:
         uppercase hex pairs joined by C{:}, as C{openssl x509 -fingerprint
         -sha256} prints it.
         """
-        return self.certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+        return certificateFingerprint(self.certificate)
 
-    def serverOptions(self) -> CertificateOptions:
+    def serverOptions(self, requestClientCertificate: bool = False) -> CertificateOptions:
         """
+        @param requestClientCertificate: ask clients for a certificate
+            (without requiring one) and accept any; see
+            L{requestAnyClientCertificate}.
         @return: options for a TLS server with this key and certificate
             (and C{chain}): TLS 1.2 or later, and on TLS 1.2 only the
-            suites of L{TLS12_CIPHERS}.
+            suites of L{TLS12_CIPHERS}.  Every TLS listener of ours uses
+            these (C{ssl:}, C{tls:} and the default ones).
         """
         # CertificateOptions is annotated with pyOpenSSL types, but passes
         # them on to pyOpenSSL's Context, which takes cryptography objects
         # (and warns about its own).
-        return CertificateOptions(
+        options = CertificateOptions(
             privateKey=self.key,  # type: ignore[arg-type]
             certificate=self.certificate,  # type: ignore[arg-type]
             extraCertChain=list(self.chain),  # type: ignore[arg-type]
@@ -116,6 +128,68 @@ class ServerCertificate:
                 TLS12_CIPHERS
             ),
         )
+        if requestClientCertificate:
+            # CertificateOptions makes its context once and makes every
+            # connection from it; its own verify settings can only require
+            # a certificate and check it against trusted roots.
+            requestAnyClientCertificate(options.getContext())
+        return options
+
+
+def certificateFingerprint(certificate: x509.Certificate) -> str:
+    """
+    @return: the SHA-256 fingerprint of C{certificate}'s DER form, as
+        uppercase hex pairs joined by C{:} (as C{openssl x509 -fingerprint
+        -sha256} prints it).
+    """
+    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _acceptAnyCertificate(
+    connection: SSL.Connection, certificate, errorNumber: int, depth: int, ok: int
+) -> bool:
+    """
+    An OpenSSL verify callback that accepts every certificate, whatever
+    OpenSSL found wrong with it (self-signed, unknown issuer, expired).
+    """
+    return True
+
+
+def requestAnyClientCertificate(context: SSL.Context) -> None:
+    """
+    Make a server C{context} ask each client for a certificate, go on
+    without one if the client has none, and accept any it sends.
+
+    This is safe because the certificate is used for nothing but its
+    fingerprint (L{peerCertificateFingerprint}), which SASL EXTERNAL
+    compares with the fingerprints the account's owner registered: the TLS
+    handshake has proved that the client holds the certificate's private
+    key (its CertificateVerify signature), and that is all a registered
+    fingerprint needs.  Issuer, chain, dates and names mean nothing here,
+    so checking them would only refuse self-signed certificates, which are
+    what clients use for this.  A client without a certificate is served
+    as before, and how the server proves itself is unchanged.  (Sessions
+    are not resumed (Twisted's default), so every connection shows its
+    certificate.)
+    """
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _acceptAnyCertificate)
+
+
+def peerCertificateFingerprint(transport: object) -> str | None:
+    """
+    @param transport: a protocol's transport (TLS, or a wrapper around it:
+        connection limits, PROXY).
+    @return: the fingerprint (see L{certificateFingerprint}) of the
+        certificate the client showed in the TLS handshake; L{None} if
+        C{transport} is not TLS, the client sent none, or the handshake has
+        not finished (ask once data has arrived).
+    """
+    for layer in transportChain(transport):
+        if isinstance(layer, TLSMemoryBIOProtocol):
+            connection = layer.getHandle()
+            certificate = connection.get_peer_certificate(as_cryptography=True)
+            return None if certificate is None else certificateFingerprint(certificate)
+    return None
 
 
 def _readFile(path: Path, what: str) -> bytes:
@@ -131,10 +205,70 @@ def _readFile(path: Path, what: str) -> bytes:
         ) from None
 
 
-def _publicKeyBytes(publicKey) -> bytes:
+def publicKeyBytes(publicKey) -> bytes:
+    """
+    @return: a public key as DER C{SubjectPublicKeyInfo}, to compare keys.
+    """
     return publicKey.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def keyMatches(key: PrivateKey, certificate: x509.Certificate) -> bool:
+    """
+    @return: whether C{certificate} is for C{key}.
+    """
+    try:
+        return publicKeyBytes(key.public_key()) == publicKeyBytes(certificate.public_key())
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+
+
+def loadPrivateKey(data: bytes, path: Path) -> PrivateKey:
+    """
+    @param data: PEM data holding an unencrypted private key (the first
+        one is loaded).
+    @param path: where C{data} came from, for error messages.
+    @raise ValueError: with a one-line message naming C{path}, if there is
+        no PEM key, it is encrypted, or it cannot sign.
+    """
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ValueError(
+            f"TLS key file {path}: the key is encrypted (an unencrypted key is needed)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"TLS key file {path}: no PEM private key found") from None
+    if not isinstance(key, _SIGNING_KEYS):
+        raise ValueError(f"TLS key file {path}: a {type(key).__name__} cannot sign for TLS")
+    return key
+
+
+def loadCertificates(
+    path: str | os.PathLike[str], what: str = "TLS certificate file"
+) -> list[x509.Certificate]:
+    """
+    @return: the PEM certificates in the file C{path}, in order.
+    @raise ValueError: with a one-line message naming the file (as
+        C{what}), if it cannot be read or holds no PEM certificate.
+    """
+    path = Path(path)
+    return _parseCertificates(_readFile(path, what), path, what)
+
+
+def _parseCertificates(data: bytes, path: Path, what: str) -> list[x509.Certificate]:
+    """
+    @return: the PEM certificates in C{data}, read from C{path}.
+    @raise ValueError: naming C{path} as C{what}, if there are none.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise ValueError(f"{what} {path}: no PEM certificate found")
+    return certificates
 
 
 def loadServerCertificate(
@@ -161,34 +295,11 @@ def loadServerCertificate(
         if certificatePath == keyPath
         else _readFile(certificatePath, "TLS certificate file")
     )
-    try:
-        key = serialization.load_pem_private_key(keyData, password=None)
-    except TypeError:
-        raise ValueError(
-            f"TLS key file {keyPath}: the key is encrypted (an unencrypted key is needed)"
-        ) from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"TLS key file {keyPath}: no PEM private key found") from None
-    if not isinstance(key, _SIGNING_KEYS):
-        raise ValueError(
-            f"TLS key file {keyPath}: a {type(key).__name__} cannot sign for TLS"
-        )
-    try:
-        certificates = x509.load_pem_x509_certificates(certificateData)
-    except ValueError:
-        certificates = []
-    if not certificates:
-        raise ValueError(
-            f"TLS certificate file {certificatePath}: no PEM certificate found"
-        )
-    certificate, *chain = certificates
-    try:
-        matches = _publicKeyBytes(key.public_key()) == _publicKeyBytes(
-            certificate.public_key()
-        )
-    except (ValueError, UnsupportedAlgorithm):
-        matches = False
-    if not matches:
+    key = loadPrivateKey(keyData, keyPath)
+    certificate, *chain = _parseCertificates(
+        certificateData, certificatePath, "TLS certificate file"
+    )
+    if not keyMatches(key, certificate):
         where = (
             f"TLS key and certificate file {keyPath}"
             if certificatePath == keyPath
@@ -294,11 +405,13 @@ def createSelfSignedCertificate(
     certificatePath: str | os.PathLike[str],
     hostnames: Iterable[str] | None = None,
     days: int = 825,
+    key: PrivateKey | None = None,
 ) -> ServerCertificate:
     """
-    Make a new EC P-256 key and a self-signed certificate for it (signed
-    with SHA-256, valid from an hour ago for C{days} days), and write them
-    as PEM files, replacing any there.
+    Make a new EC P-256 key (unless given C{key}) and a self-signed
+    certificate for it (signed with SHA-256, valid from an hour ago for
+    C{days} days, with a random serial number), and write them as PEM
+    files, replacing any there.
 
     The key file is mode C{0600} from the moment it exists; missing
     directories are created with mode C{0700}.  Each file is replaced
@@ -309,6 +422,8 @@ def createSelfSignedCertificate(
         its subject's common name (if it fits in 64 characters).
     @param days: how long it is valid; 825 is the most that Apple's
         clients accept for a TLS server certificate.
+    @param key: the key to certify (an RSA or EC key, say), to renew a
+        certificate with the same key or to make another kind.
     @raise ValueError: if C{hostnames} is empty or has a name that is
         neither an IP address nor a DNS name.
     @raise TypeError: if C{hostnames} is a string (not a list of them).
@@ -327,7 +442,8 @@ def createSelfSignedCertificate(
         if general not in alternativeNames:
             alternativeNames.append(general)
     commonName = names[0].rstrip(".") if len(names[0].rstrip(".")) <= 64 else "netservices"
-    key = ec.generate_private_key(ec.SECP256R1())
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     certificate = (
@@ -364,7 +480,12 @@ def createSelfSignedCertificate(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
             critical=False,
         )
-        .sign(key, hashes.SHA256())
+        .sign(
+            key,
+            None
+            if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
+            else hashes.SHA256(),
+        )
     )
     keyPEM = key.private_bytes(
         serialization.Encoding.PEM,

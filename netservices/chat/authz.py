@@ -17,8 +17,11 @@ import attrs
 
 from netservices.chat import numerics
 
+from netservices.chat.wire import foldCase
+
 if TYPE_CHECKING:
     from netservices.chat.service import Channel, User
+    from netservices.chat.store import ChannelRecord
 
 
 class Action(enum.Enum):
@@ -66,6 +69,10 @@ def authorize(
     if action is Action.JOIN:
         if status is not None:
             return None
+        if channel.record is not None and isChannelOperator(channel.record, user.account):
+            # A registered channel's founder and operators, logged in,
+            # are never kept out of it.
+            return None
         if channel.isBanned(user):
             return BANNED
         if "i" in channel.modes and user.folded not in channel.invited:
@@ -99,3 +106,16 @@ def authorize(
     if "o" not in status:
         return NOT_OPERATOR
     return None
+
+
+def isChannelOperator(record: ChannelRecord, account: str | None) -> bool:
+    """
+    @return: whether C{account} is the founder or an operator of a
+        registered channel.
+    """
+    if account is None:
+        return False
+    folded = foldCase(account)
+    return folded == foldCase(record.founder) or any(
+        folded == foldCase(name) for name in record.operators
+    )

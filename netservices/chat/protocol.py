@@ -26,7 +26,12 @@ from collections import deque
 from typing import Callable
 
 import attrs
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -39,12 +44,14 @@ from netservices._common.logs import RefusalLog
 from netservices._common.ratelimit import TokenBucket
 from netservices.chat import numerics
 from netservices.chat.interfaces import IChatClient
+from netservices.chat.login import AccountCommands, AccountSettings, NeedMoreParams
 from netservices.chat.service import (
     CHANNEL_MODES,
     ChatError,
     ChatService,
     ModeChange,
     User,
+    modeParams,
     takesArgument,
 )
 from netservices.chat.wire import (
@@ -79,6 +86,7 @@ class ConnectionSettings:
     """
 
     registrationTimeout: float = 30.0
+    tlsHandshakeTimeout: float = 10.0
     pingInterval: float = 120.0
     pongTimeout: float = 20.0
     recvq: int = 8192
@@ -140,8 +148,8 @@ BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", 
 MODES_PER_COMMAND = 4
 
 
-@implementer(IChatClient, IPushProducer)
-class ChatConnection(Protocol):
+@implementer(IChatClient, IPushProducer, IHandshakeListener)
+class ChatConnection(AccountCommands, Protocol):
     """
     One client connection.  It is its transport's streaming producer: when
     the transport's buffer is full (the client is not reading), lines wait
@@ -161,7 +169,8 @@ class ChatConnection(Protocol):
         "user", "connectedAt", "lastReceived", "pingSent", "framer", "bucket",
         "_closingSince", "_quitReason", "_capNegotiating", "_username",
         "_realname", "_drainCall", "_lagged", "_laggedBytes", "_out", "_queue",
-        "_queued",
+        "_queued", "_handshaking", "capabilities", "_cap302", "_sasl",
+        "_authenticating", "_password", "nickDeadline",
     )
 
     @property
@@ -191,6 +200,13 @@ class ChatConnection(Protocol):
         self._username = None
         self._realname = ""
         self._drainCall = None
+        self._handshaking = self.user.secure
+        self.capabilities: frozenset[str] = frozenset()
+        self._cap302 = False
+        self._sasl: tuple[str, str] | None = None
+        self._authenticating = False
+        self._password: str | None = None
+        self.nickDeadline: float | None = None
         self.framer = LineFramer(MAX_LINE)
         rate = factory.settings.floodRate
         self.bucket = TokenBucket(rate, factory.settings.floodBurst, now) if rate > 0 else None
@@ -442,16 +458,31 @@ class ChatConnection(Protocol):
         self._lagged = self._queue = self._out = None
         self._leave("Connection closed")
 
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: its timeout no longer applies.
+        """
+        self._handshaking = False
+
     def checkTimers(self, now: float) -> None:
         """
-        Enforce the registration timeout, the keep-alive and the time
-        allowed to close; called about once a second by the factory.
+        Enforce the TLS handshake and registration timeouts, the
+        keep-alive, nick ownership and the time allowed to close; called
+        about once a second by the factory.
         """
         if self._closingSince is not None:
             if now - self._closingSince >= self.settings.closeTimeout:
                 self.transport.abortConnection()
             return
         settings = self.settings
+        if self._handshaking and now - self.connectedAt >= settings.tlsHandshakeTimeout:
+            self.refuse("tls-handshake-timeout")
+            self._closingSince = now
+            self._leave("TLS handshake timed out")
+            self.transport.abortConnection()
+            return
+        if self.nickDeadline is not None and now >= self.nickDeadline:
+            self.renameToGuest()
         if not self.user.registered:
             if now - self.connectedAt >= settings.registrationTimeout:
                 self.refuse("registration-timeout")
@@ -466,36 +497,6 @@ class ChatConnection(Protocol):
 
     # Registration
 
-    def irc_CAP(self, params: tuple[str, ...]) -> None:
-        if not params:
-            raise NeedMoreParams()
-        subcommand = params[0].upper()
-        nick = self.user.nick or "*"
-        if subcommand == "LS":
-            if not self.user.registered:
-                self._capNegotiating = True
-            self.send("CAP", nick, "LS", "")
-        elif subcommand == "LIST":
-            self.send("CAP", nick, "LIST", "")
-        elif subcommand == "REQ":
-            if not self.user.registered:
-                self._capNegotiating = True
-            self.send("CAP", nick, "NAK", truncateText(params[1] if len(params) > 1 else "", 400))
-        elif subcommand == "END":
-            self._capNegotiating = False
-            self._tryRegister()
-        else:
-            self.sendNumeric(
-                numerics.ERR_INVALIDCAPCMD, truncateText(params[0], 32) or "*",
-                "Invalid CAP command",
-            )
-
-    def irc_PASS(self, params: tuple[str, ...]) -> None:
-        if self.user.registered:
-            self.sendNumeric(numerics.ERR_ALREADYREGISTRED, "You may not reregister")
-        elif not params:
-            raise NeedMoreParams()
-
     def irc_NICK(self, params: tuple[str, ...]) -> None:
         if not params or not params[0]:
             self.sendNumeric(numerics.ERR_NONICKNAMEGIVEN, "No nickname given")
@@ -506,6 +507,9 @@ class ChatConnection(Protocol):
         except ChatError as e:
             self.sendNumeric(e.numeric, truncateText(nick, NICKLEN + 10), *e.params[1:])
             return
+        if self.user.registered:
+            self.nickDeadline = None
+            self.checkNickOwner()
         self._tryRegister()
 
     def irc_USER(self, params: tuple[str, ...]) -> None:
@@ -523,10 +527,19 @@ class ChatConnection(Protocol):
         user = self.user
         if user.registered or user.nick is None or self._username is None:
             return
-        if self._capNegotiating:
+        if self._capNegotiating or self._authenticating or self._closingSince is not None:
+            return
+        if self._password is not None and user.account is None:
+            self._passwordLogin()
+            if self._authenticating or self._closingSince is not None:
+                return
+        if self.factory.accounts.requireAuth and user.account is None:
+            self.refuse("not-logged-in")
+            self.disconnect("This server needs you to log in (SASL or PASS)")
             return
         self.service.register(user, self._username, self._realname)
         self._welcome()
+        self.checkNickOwner()
 
     def _welcome(self) -> None:
         info, user = self.factory.info, self.user
@@ -540,7 +553,7 @@ class ChatConnection(Protocol):
         )
         self.sendNumeric(numerics.RPL_CREATED, f"This server was created {info.created}")
         self.sendNumeric(
-            numerics.RPL_MYINFO, info.name, info.version, "i", "biklmnostv", "bklov"
+            numerics.RPL_MYINFO, info.name, info.version, "iow", "biklmnostv", "bklov"
         )
         tokens = isupportTokens(info, self.service)
         for start in range(0, len(tokens), 12):
@@ -806,19 +819,35 @@ class ChatConnection(Protocol):
                 raise ChatError(numerics.ERR_NOSUCHNICK, nick, "No such nick/channel")
             raise ChatError(numerics.ERR_USERSDONTMATCH, "Can't change mode for other users")
         if not params or not params[0]:
-            self.sendNumeric(numerics.RPL_UMODEIS, "+i" if user.invisible else "+")
+            modes = "".join(
+                letter for letter, on in (("i", user.invisible), ("o", user.oper), ("w", user.wallops)) if on
+            )
+            self.sendNumeric(numerics.RPL_UMODEIS, "+" + modes)
             return
-        sign, unknown, wanted = "+", False, user.invisible
+        sign, unknown = "+", False
+        wanted = {"i": user.invisible, "o": user.oper, "w": user.wallops}
         for mode in params[0]:
             if mode in "+-":
                 sign = mode
-            elif mode == "i":
-                wanted = sign == "+"
-            else:
+            elif mode in "iw" or (mode == "o" and sign == "-"):
+                # +o only through OPER.
+                wanted[mode] = sign == "+"
+            elif mode != "o":
                 unknown = True
-        if wanted != user.invisible:
-            self.service.setInvisible(user, wanted)
-            self.send("MODE", user.nick, ("+i" if wanted else "-i"), source=user.nick)
+        changes = []
+        if wanted["i"] != user.invisible:
+            self.service.setInvisible(user, wanted["i"])
+            changes.append(("+" if wanted["i"] else "-") + "i")
+        if wanted["w"] != user.wallops:
+            user.wallops = wanted["w"]
+            changes.append(("+" if wanted["w"] else "-") + "w")
+        if wanted["o"] != user.oper:
+            user.oper = False
+            changes.append("-o")
+        if changes:
+            self.send("MODE", user.nick, modeParams(
+                [ModeChange(change[0], change[1]) for change in changes]
+            )[0], source=user.nick)
         if unknown:
             self.sendNumeric(numerics.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
 
@@ -955,6 +984,10 @@ class ChatConnection(Protocol):
         )
         if user.away is not None:
             self.sendNumeric(numerics.RPL_AWAY, user.nick, user.away)
+        if user.oper:
+            self.sendNumeric(numerics.RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
+        if user.account is not None:
+            self.sendNumeric(numerics.RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
         if user.secure:
             self.sendNumeric(numerics.RPL_WHOISSECURE, user.nick, "is using a secure connection")
         idle = int(self.clock.seconds() - user.lastSpoke)
@@ -974,12 +1007,6 @@ def _echo(param: str) -> str:
     if not param or param[0] == ":" or any(c in param for c in " \r\n\0"):
         return "*"
     return truncateText(param, 64)
-
-
-class NeedMoreParams(Exception):
-    """
-    A command came without the parameters it needs (461).
-    """
 
 
 class ChatFactory(Factory):
@@ -1004,8 +1031,11 @@ class ChatFactory(Factory):
         settings: ConnectionSettings = ConnectionSettings(),
         log: Logger | None = None,
         refusals: RefusalLog | None = None,
+        accounts: AccountSettings = AccountSettings(),
     ) -> None:
         self.service = service
+        self.accounts = accounts
+        self._guests = 0
         self.info = info
         self.clock = clock
         self.settings = settings
@@ -1026,6 +1056,13 @@ class ChatFactory(Factory):
         if self._timers is not None and self._timers.running:
             self._timers.stop()
         self._timers = None
+
+    def nextGuestNumber(self) -> int:
+        """
+        @return: the number of the next guest nick (C{Guest1}, C{Guest2}...).
+        """
+        self._guests += 1
+        return self._guests
 
     def markDirty(self, connection: ChatConnection) -> None:
         """

@@ -12,15 +12,19 @@ L{netservices.chat.authz.authorize} when it happens.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from netservices.chat import numerics
-from netservices.chat.authz import Action, Denied, authorize
+from netservices.chat.authz import Action, Denied, authorize, isChannelOperator
+from netservices.chat.directory import MemoryDirectory
 from netservices.chat.interfaces import IChatClient, IChatService
+if TYPE_CHECKING:
+    from netservices.chat.store import ChannelRecord
+
 from netservices.chat.wire import (
     AWAYLEN,
     KICKLEN,
@@ -79,13 +83,16 @@ class User:
     @ivar channels: the channels the user is in, by folded name.
     @ivar invisible: user mode C{+i}.
     @ivar away: the away message, or L{None}.
+    @ivar account: the account the user logged in to, or L{None}.
+    @ivar oper: user mode C{+o}: an IRC operator.
+    @ivar wallops: user mode C{+w}: receives WALLOPS.
     """
 
     # One per connection, thousands at once: no instance dict.
     __slots__ = (
         "client", "host", "secure", "signon", "lastSpoke", "channels",
         "registered", "invisible", "away", "nick", "folded", "username",
-        "realname", "prefix", "_foldedPrefix",
+        "realname", "prefix", "_foldedPrefix", "account", "oper", "wallops",
     )
 
     def __init__(self, client: IChatClient, host: str, secure: bool, now: float) -> None:
@@ -106,6 +113,9 @@ class User:
         self.realname = ""
         self.prefix = ""
         self._foldedPrefix = ""
+        self.account: str | None = None
+        self.oper = False
+        self.wallops = False
 
     def _rebuildPrefix(self) -> None:
         self.prefix = f"{self.nick}!{self.username}@{self.host}"
@@ -130,6 +140,8 @@ class Channel:
     @ivar modes: the flag modes set (C{i m n s t}).
     @ivar bans: ban masks with their compiled patterns, in order set.
     @ivar invited: folded nicks invited while C{+i} matters.
+    @ivar record: for a registered channel, its stored record (founder,
+        operators), kept in step with the channel.
     """
 
     topic = ""
@@ -137,6 +149,7 @@ class Channel:
     topicTime = 0
     key: str | None = None
     limit: int | None = None
+    record: ChannelRecord | None = None
 
     def __init__(self, name: str, created: float) -> None:
         self.name = name
@@ -225,10 +238,16 @@ class ChatService:
         serverName: str,
         clock: IReactorTime,
         limits: ChatLimits = ChatLimits(),
+        directory: MemoryDirectory | None = None,
     ) -> None:
+        """
+        @param directory: accounts and registered channels (none by
+            default).
+        """
         self.serverName = serverName
         self.clock = clock
         self.limits = limits
+        self.directory = directory if directory is not None else MemoryDirectory()
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
         self.registeredCount = 0
@@ -363,19 +382,70 @@ class ChatService:
                 numerics.ERR_TOOMANYCHANNELS, name, "You have joined too many channels"
             )
         if channel is None:
-            channel = Channel(name, self.clock.seconds())
+            record = self.directory.channelRecord(name)
+            if record is None:
+                channel = Channel(name, self.clock.seconds())
+            else:
+                channel = self._restore(record)
+                denial = authorize(Action.JOIN, user, channel, key)
+                if denial is not None:
+                    raise ChatError.denied(denial, channel.name)
             self.channels[channel.folded] = channel
-            status = "o"
+            status = "o" if record is None else ""
         else:
             denial = authorize(Action.JOIN, user, channel, key)
             if denial is not None:
                 raise ChatError.denied(denial, channel.name)
             status = ""
+        if channel.record is not None and isChannelOperator(channel.record, user.account):
+            # Founders and operators of a registered channel get their
+            # status back when they join logged in; nobody else gets '@'
+            # for being first.
+            status = "o"
         channel.invited.pop(user.folded, None)
         channel.members[user] = status
         user.channels[channel.folded] = channel
         self._relay(channel, encode(user.prefix, "JOIN", channel.name), None)
         return channel
+
+    def _restore(self, record: ChannelRecord) -> Channel:
+        """
+        @return: a registered channel as its record left it.
+        """
+        channel = Channel(record.name, self.clock.seconds())
+        channel.record = record
+        channel.modes = set(record.modes)
+        channel.key, channel.limit = record.key, record.limit
+        channel.topic, channel.topicSetter = record.topic, record.topicSetter
+        channel.topicTime = record.topicTime
+        for mask in record.bans[: self.limits.maxBans]:
+            channel.bans[mask] = maskPattern(mask)
+        return channel
+
+    def _save(self, channel: Channel) -> None:
+        """
+        Store a registered channel's modes, key, limit, topic, bans and
+        operators.
+        """
+        if channel.record is None:
+            return
+        channel.record = attrs.evolve(
+            channel.record,
+            modes="".join(sorted(channel.modes)),
+            key=channel.key,
+            limit=channel.limit,
+            topic=channel.topic,
+            topicSetter=channel.topicSetter,
+            topicTime=channel.topicTime,
+            bans=tuple(channel.bans),
+        )
+        self.directory.saveChannel(channel.record)
+
+    def login(self, user: User, account: str) -> None:
+        """
+        Note that C{user} logged in to C{account}.
+        """
+        user.account = account
 
     def part(self, user: User, name: str, reason: str | None) -> None:
         channel = self._existingChannel(name)
@@ -443,6 +513,7 @@ class ChatService:
         channel.topicSetter = user.prefix
         channel.topicTime = int(self.clock.seconds())
         self._relay(channel, encode(user.prefix, "TOPIC", channel.name, channel.topic), None)
+        self._save(channel)
 
     def kick(self, user: User, name: str, nick: str, reason: str) -> None:
         channel = self._existingChannel(name)
@@ -502,6 +573,7 @@ class ChatService:
                 applied.append(done)
         if applied:
             self._relay(channel, encode(user.prefix, "MODE", channel.name, *modeParams(applied)), None)
+            self._save(channel)
         return applied, errors
 
     def _applyMode(self, channel: Channel, change: ModeChange) -> ModeChange | None:
@@ -527,6 +599,8 @@ class ChatService:
             channel.members[target] = (
                 "".join(sorted(status + mode)) if adding else status.replace(mode, "")
             )
+            if mode == "o" and channel.record is not None and target.account is not None:
+                channel.record = withOperator(channel.record, target.account, adding)
             return ModeChange(sign, mode, target.nick)
         if mode == "b":
             mask = normalizeMask(argument or "")
@@ -566,6 +640,18 @@ class ChatService:
             channel.limit = int(argument)
             return ModeChange(sign, mode, argument)
         raise ChatError(numerics.ERR_UNKNOWNMODE, mode, "is an unknown mode char to me")
+
+
+def withOperator(record: ChannelRecord, account: str, operator: bool) -> ChannelRecord:
+    """
+    @return: C{record} with C{account} added to or removed from its
+        operators (the founder always stays one).
+    """
+    folded = foldCase(account)
+    others = tuple(name for name in record.operators if foldCase(name) != folded)
+    if operator and folded != foldCase(record.founder):
+        others += (account,)
+    return attrs.evolve(record, operators=others)
 
 
 def validKey(key: str) -> bool:

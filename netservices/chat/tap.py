@@ -80,6 +80,9 @@ class ChatOptions(ListenOptions, ConnectionCapOptions):
     # Each reactor turn's lines for a client go out in one send (see
     # ChatFactory.flush); an eager transport sends it at once.
     eagerWrites = True
+    # TLS clients may present a certificate (any, even self-signed): its
+    # fingerprint is what SASL EXTERNAL logs in with.
+    requestClientCertificate = True
 
     optParameters = [
         [
@@ -296,7 +299,9 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
             state="created" if created else "existing",
             fingerprint=certificate.fingerprint,
         )
-        endpoint = SSL4ServerEndpoint(reactor, CHAT_TLS_PORT, certificate.serverOptions())
+        endpoint = SSL4ServerEndpoint(
+            reactor, CHAT_TLS_PORT, certificate.serverOptions(requestClientCertificate=True)
+        )
         StreamListener(
             f"ssl:{CHAT_TLS_PORT} with {certificate.certificatePath}", endpoint, limited, reactor
         ).setServiceParent(top)

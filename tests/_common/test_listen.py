@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import socket
 
+from OpenSSL import SSL
+
 from twisted.application import service
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -37,7 +39,10 @@ from netservices._common.listen import (
 )
 from netservices._common.proxy import ProxyHeaderEndpoint, ProxyHeaderFactory
 from netservices._common.service import CallOnStop
+from netservices._common.tls import createSelfSignedCertificate
 from netservices.info.tap import TCPInfoOptions, UDPInfoOptions
+from netservices.testing import writeCertificate
+from tests._common.test_tls import assertPolicyCiphers, certify, pem, temporaryDirectory
 
 
 class ParseDatagramDescriptionTests(SynchronousTestCase):
@@ -169,6 +174,221 @@ class ParseStreamDescriptionTests(SynchronousTestCase):
         )
 
 
+class TLSDescriptionTests(SynchronousTestCase):
+    """
+    C{ssl:} and C{tls:} descriptions, which L{parseStreamDescription}
+    makes into our own TLS listeners, with a L{MemoryReactorClock}.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.directory = temporaryDirectory(self)
+        self.pem, _ = writeCertificate(self.directory)
+        self.certificates = self.directory / "certificates"
+        self.certificates.mkdir()
+        writeCertificate(self.certificates)
+
+    def parse(self, description: str, **kwargs):
+        """
+        @return: the endpoint of C{description}.
+        """
+        return parseStreamDescription(self.reactor, description, **kwargs)
+
+    def listenSSL(self, description: str, **kwargs):
+        """
+        Listen on an C{ssl:} C{description}.
+
+        @return: what the reactor was asked to listen with: port, factory,
+            context factory, backlog and interface.
+        """
+        endpoint = self.parse(description, **kwargs)
+        self.assertIsInstance(endpoint, SSL4ServerEndpoint)
+        endpoint.listen(Factory.forProtocol(Protocol))
+        [listened] = self.reactor.sslServers
+        return listened
+
+    def listenTLS(self, description: str, **kwargs):
+        """
+        Listen on a C{tls:} C{description}.
+
+        @return: what the reactor was asked to listen with over TCP: port,
+            factory, backlog and interface.
+        """
+        self.parse(description, **kwargs).listen(Factory.forProtocol(Protocol))
+        [listened] = self.reactor.tcpServers
+        return listened
+
+    def connection(self, factory):
+        """
+        @return: the TLS connection of a new connection to C{factory}.
+        """
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(StringTransport())
+        return protocol.getHandle()
+
+    def assertBad(self, description: str, fragment: str) -> None:
+        """
+        Check that C{description} is a one-line L{ValueError} saying
+        C{fragment}.
+        """
+        error = self.assertRaises(ValueError, self.parse, description)
+        self.assertIn(fragment, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_ssl(self):
+        """
+        C{ssl:} listens where told, with the policy of every TLS listener.
+        """
+        port, _, options, backlog, interface = self.listenSSL(
+            f"ssl:7443:privateKey={self.pem}:interface=127.0.0.1:backlog=7"
+        )
+        self.assertEqual((port, backlog, interface), (7443, 7, "127.0.0.1"))
+        assertPolicyCiphers(self, options.getContext())
+        self.assertEqual(options.getContext().get_verify_mode(), SSL.VERIFY_NONE)
+
+    def test_sslDefaults(self):
+        """
+        C{port=} may be named; the interface is all IPv4 addresses and the
+        backlog 50, as for Twisted's C{ssl:}.
+        """
+        port, _, _, backlog, interface = self.listenSSL(f"ssl:port=7443:privateKey={self.pem}")
+        self.assertEqual((port, backlog, interface), (7443, 50, ""))
+
+    def test_sslFiles(self):
+        """
+        C{certKey} names the certificate file apart from the key, and
+        C{extraCertChain} a file of intermediates sent after it.
+        """
+        created = createSelfSignedCertificate(
+            self.directory / "k.pem", self.directory / "c.pem", ["localhost"]
+        )
+        _, intermediate = certify(["intermediate.test"])
+        (self.directory / "chain.pem").write_bytes(pem(intermediate))
+        _, _, options, _, _ = self.listenSSL(
+            f"ssl:7443:privateKey={created.keyPath}:certKey={created.certificatePath}"
+            f":extraCertChain={self.directory / 'chain.pem'}"
+        )
+        self.assertEqual(options.certificate, created.certificate)
+        self.assertEqual(options.extraCertChain, [intermediate])
+
+    def test_sslClientCertificates(self):
+        """
+        With C{requestClientCertificate}, C{ssl:} listeners ask clients
+        for a certificate.
+        """
+        _, _, options, _, _ = self.listenSSL(
+            f"ssl:7443:privateKey={self.pem}", requestClientCertificate=True
+        )
+        self.assertEqual(
+            options.getContext().get_verify_mode(), SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE
+        )
+
+    def test_sslBad(self):
+        """
+        Options that would weaken the policy, unknown or repeated options,
+        a missing or bad port and an interface that is not an IP address
+        are refused, each in one line.
+        """
+        key = f"privateKey={self.pem}"
+        for description, fragment in [
+            (f"ssl:7443:{key}:sslmethod=TLSv1_2_METHOD", "sslmethod= is not supported"),
+            (f"ssl:7443:{key}:dhParameters=dh.pem", "dhParameters= is not supported"),
+            (f"ssl:7443:{key}:bogus=1", "unknown ssl: option 'bogus=1'"),
+            (f"ssl:{key}", "port=N is needed"),
+            (f"ssl:x:{key}", "bad port= or backlog=: 'x' is not a port number"),
+            (f"ssl:7443:{key}:port=7444", "port= given twice"),
+            (f"ssl:7443:{key}:interface=localhost", "'localhost' is not an IP address"),
+            ("ssl:7443:privateKey=/nonexistent.pem", "cannot read TLS key file /nonexistent.pem"),
+        ]:
+            self.assertBad(description, fragment)
+
+    def test_haproxySSL(self):
+        """
+        C{haproxy-ssl:} takes the options of C{ssl:}, and the same TLS
+        policy.
+        """
+        self.parse(f"haproxy-ssl:7443:privateKey={self.pem}:interface=127.0.0.1").listen(
+            Factory.forProtocol(Protocol)
+        )
+        [(port, _, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (7443, "127.0.0.1"))
+        self.assertBad(f"haproxy-ssl:7443:privateKey={self.pem}:sslmethod=x", "not supported")
+
+    def test_tls(self):
+        """
+        C{tls:DIRECTORY} listens over TCP where told, with the policy of
+        every TLS listener, and serves a certificate replaced in the
+        directory once C{recheck} seconds have passed, by the reactor's
+        clock.
+        """
+        port, factory, backlog, interface = self.listenTLS(
+            f"tls:{self.certificates}:port=6697:interface=127.0.0.1:backlog=7:recheck=5"
+        )
+        self.assertEqual((port, backlog, interface), (6697, 7, "127.0.0.1"))
+        connection = self.connection(factory)
+        assertPolicyCiphers(self, connection.get_context())
+        self.assertEqual(connection.get_context().get_verify_mode(), SSL.VERIFY_NONE)
+        before = connection.get_certificate(as_cryptography=True)
+        writeCertificate(self.certificates)
+        self.reactor.advance(4.9)
+        self.assertEqual(self.connection(factory).get_certificate(as_cryptography=True), before)
+        self.reactor.advance(0.1)
+        self.assertNotEqual(
+            self.connection(factory).get_certificate(as_cryptography=True), before
+        )
+
+    def test_tlsDefaults(self):
+        """
+        As for Twisted's C{tls:}, the port may be given without its name,
+        the interface is C{::} (IPv6 and IPv4) and the backlog 50.
+        """
+        port, _, backlog, interface = self.listenTLS(f"tls:{self.certificates}:6697")
+        self.assertEqual((port, backlog, interface), (6697, 50, "::"))
+
+    def test_tlsClientCertificates(self):
+        """
+        With C{requestClientCertificate}, C{tls:} listeners ask clients for
+        a certificate.
+        """
+        _, factory, _, _ = self.listenTLS(
+            f"tls:{self.certificates}:port=6697", requestClientCertificate=True
+        )
+        self.assertEqual(
+            self.connection(factory).get_context().get_verify_mode(),
+            SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE,
+        )
+
+    def test_haproxyTLS(self):
+        """
+        C{haproxy:tls:...} reads a PROXY header inside TLS, as
+        C{haproxy:ssl:...} does.
+        """
+        endpoint = self.parse(f"haproxy:tls:{self.certificates}:port=6697")
+        self.assertIsInstance(endpoint, ProxyHeaderEndpoint)
+        endpoint.listen(Factory.forProtocol(Protocol))
+        [(port, factory, _, _)] = self.reactor.tcpServers
+        self.assertEqual(port, 6697)
+        self.assertIsInstance(factory.wrappedFactory, ProxyHeaderFactory)
+
+    def test_tlsBad(self):
+        """
+        A missing directory, one without a usable certificate, a missing
+        port, a bad C{recheck} and unknown options are refused, each in
+        one line.
+        """
+        empty = self.directory / "empty"
+        empty.mkdir()
+        for description, fragment in [
+            ("tls:/nonexistent:port=1", "directory /nonexistent: no such directory"),
+            (f"tls:{empty}:port=1", f"TLS certificate directory {empty}: no usable certificate"),
+            (f"tls:{self.certificates}", "port=N is needed"),
+            (f"tls:{self.certificates}:port=1:recheck=-1", "bad recheck=: '-1' is not"),
+            (f"tls:{self.certificates}:port=1:privateKey=x", "unknown tls: option 'privateKey=x'"),
+            ("tls::port=1", "expected tls:DIRECTORY:port=N"),
+        ]:
+            self.assertBad(description, fragment)
+
+
 class ListenOptionsTests(SynchronousTestCase):
     """
     L{ListenOptions}, L{DatagramListenOptions} and L{ConnectionLimitOptions}
@@ -268,7 +488,40 @@ class ListenOptionsTests(SynchronousTestCase):
         description = "ssl:0:privateKey=/nonexistent.pem"
         message = self.assertUsageError(TCPInfoOptions, "--listen", description)
         self.assertEqual(
-            message, f"--listen {description!r}: No such file or directory: /nonexistent.pem"
+            message,
+            f"--listen {description!r}: cannot read TLS key file /nonexistent.pem:"
+            " No such file or directory",
+        )
+
+    def test_badTLSDirectory(self):
+        """
+        A C{tls:} description whose directory is missing is refused while
+        parsing options, naming the description and the directory.
+        """
+        description = "tls:/nonexistent:port=6697"
+        message = self.assertUsageError(TCPInfoOptions, "--listen", description)
+        self.assertEqual(
+            message,
+            f"--listen {description!r}: TLS certificate directory /nonexistent: no such directory",
+        )
+
+    def test_requestClientCertificate(self):
+        """
+        Options whose C{requestClientCertificate} is true make TLS
+        listeners that ask clients for a certificate.
+        """
+
+        class Requesting(TCPInfoOptions):
+            requestClientCertificate = True
+
+        pemPath, _ = writeCertificate(temporaryDirectory(self))
+        options = self.parse(Requesting, "--listen", f"ssl:0:privateKey={pemPath}")
+        [endpoint] = options["endpoints"]
+        endpoint.listen(Factory.forProtocol(Protocol))
+        [(_, _, contextFactory, _, _)] = options.reactor.sslServers
+        self.assertEqual(
+            contextFactory.getContext().get_verify_mode(),
+            SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE,
         )
 
     def test_datagramDefault(self):

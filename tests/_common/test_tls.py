@@ -11,12 +11,13 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -27,6 +28,9 @@ from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     connectProtocol,
 )
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -40,15 +44,18 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from netservices._common import tls
+from netservices._common.sni import CertificateDirectory
 from netservices._common.tls import (
     CERTIFICATE_FILE,
     KEY_FILE,
     ServerCertificate,
+    certificateFingerprint,
     createSelfSignedCertificate,
     defaultHostnames,
     ensureSelfSignedCertificate,
     isDNSName,
     loadServerCertificate,
+    peerCertificateFingerprint,
 )
 from netservices.testing import NO_IPV6
 
@@ -99,6 +106,64 @@ def pem(*objects) -> bytes:
                 )
             )
     return b"".join(parts)
+
+
+def certify(
+    names: list[str],
+    key=None,
+    issuer: tuple | None = None,
+    start: datetime.datetime | None = None,
+    days: int = 30,
+    ca: bool = False,
+    commonName: str | None = None,
+) -> tuple:
+    """
+    Make a certificate for the DNS C{names}.
+
+    @param key: its key (by default a new EC P-256 key).
+    @param issuer: the key and certificate that sign it (by default it
+        signs itself).
+    @param start: when it becomes valid (by default an hour ago).
+    @param ca: whether it is a CA (for intermediates and roots).
+    @param commonName: its subject's common name (by default the first
+        name).
+    @return: the key and the certificate.
+    """
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, commonName or names[0])]
+    )
+    signer, issuerName = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
+    if start is None:
+        start = datetime.datetime.now(datetime.timezone.utc) - ONE_HOUR
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuerName)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+            critical=False,
+        )
+    return key, builder.sign(signer, hashes.SHA256())
+
+
+def replaceFile(path: Path, data: bytes) -> None:
+    """
+    Replace C{path} (in a directory made if missing) with a new file
+    holding C{data}, as renewal tools do: written beside it, then renamed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def fileState(path: Path) -> tuple[int, int, bytes]:
@@ -392,6 +457,20 @@ class CreateTests(SynchronousTestCase):
         loaded = loadServerCertificate(path)
         self.assertEqual(loaded.fingerprint, created.fingerprint)
         self.assertEqual((loaded.keyPath, loaded.certificatePath), (path, path))
+
+    def test_givenKey(self) -> None:
+        """
+        Given a key (RSA here), the certificate is for it, and a second
+        one for the same key has another serial number and fingerprint.
+        """
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        first = createSelfSignedCertificate(self.directory / "k", self.directory / "c", key=key)
+        second = createSelfSignedCertificate(self.directory / "k", self.directory / "c", key=key)
+        for created in (first, second):
+            self.assertIs(created.key, key)
+            created.certificate.verify_directly_issued_by(created.certificate)
+        self.assertNotEqual(first.certificate.serial_number, second.certificate.serial_number)
+        self.assertNotEqual(first.fingerprint, second.fingerprint)
 
     def test_makesDirectories(self) -> None:
         """
@@ -697,12 +776,39 @@ class ServerOptionsTests(SynchronousTestCase):
         """
         The TLS 1.2 suites offered are forward secret and AEAD only.
         """
-        connection = SSL.Connection(self.certificate.serverOptions().getContext(), None)
-        names = [name for name in connection.get_cipher_list() if not name.startswith("TLS_")]
-        self.assertTrue(names)
-        for name in names:
-            self.assertTrue(name.startswith("ECDHE-"), name)
-            self.assertTrue("GCM" in name or "CHACHA20" in name, name)
+        assertPolicyCiphers(self, self.certificate.serverOptions().getContext())
+
+    def test_noClientCertificateRequest(self) -> None:
+        """
+        By default clients are not asked for a certificate.
+        """
+        context = self.certificate.serverOptions().getContext()
+        self.assertEqual(context.get_verify_mode(), SSL.VERIFY_NONE)
+
+    def test_clientCertificateRequest(self) -> None:
+        """
+        With C{requestClientCertificate}, clients are asked for a
+        certificate but not required to send one, under the same policy,
+        and nothing warns.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            context = self.certificate.serverOptions(requestClientCertificate=True).getContext()
+        self.assertEqual(context.get_verify_mode(), SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE)
+        assertPolicyCiphers(self, context)
+
+
+def assertPolicyCiphers(testCase: SynchronousTestCase, context: SSL.Context) -> None:
+    """
+    Check that the TLS 1.2 suites of a server C{context} are forward
+    secret (ECDHE) and AEAD only.
+    """
+    connection = SSL.Connection(context, None)
+    names = [name for name in connection.get_cipher_list() if not name.startswith("TLS_")]
+    testCase.assertTrue(names)
+    for name in names:
+        testCase.assertTrue(name.startswith("ECDHE-"), name)
+        testCase.assertTrue("GCM" in name or "CHACHA20" in name, name)
 
 
 class ServerSide(Protocol):
@@ -715,6 +821,8 @@ class ServerSide(Protocol):
         self.received = b""
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.received:
+            self.factory.fingerprints.append(peerCertificateFingerprint(self.transport))
         self.received += data
         self.transport.write(data.upper())
 
@@ -727,12 +835,15 @@ class ServerFactory(Factory):
     Builds L{ServerSide}s.
 
     @ivar ended: C{(received, reason)} for each connection that ended.
+    @ivar fingerprints: the client certificate's fingerprint (or L{None})
+        seen by each connection when its first data arrived.
     """
 
     protocol = ServerSide
 
     def __init__(self) -> None:
         self.ended: DeferredQueue = DeferredQueue()
+        self.fingerprints: list[str | None] = []
 
 
 @implementer(IHandshakeListener)
@@ -743,12 +854,14 @@ class ClientSide(Protocol):
     @ivar finished: fires with C{(received, reason)} when the connection
         has ended.
     @ivar version: the TLS version the handshake agreed on, if it ended.
+    @ivar serverCertificate: the certificate the server showed, if the
+        handshake ended.
     """
 
     def __init__(self, message: bytes) -> None:
         self.message = message
         self.received = b""
-        self.version = self.cipher = None
+        self.version = self.cipher = self.serverCertificate = None
         self.finished: Deferred = Deferred()
 
     def connectionMade(self) -> None:
@@ -758,6 +871,7 @@ class ClientSide(Protocol):
         connection = self.transport.getHandle()
         self.version = connection.get_protocol_version_name()
         self.cipher = connection.get_cipher_name()
+        self.serverCertificate = connection.get_peer_certificate(as_cryptography=True)
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -775,11 +889,19 @@ class RawOptions:
     (an old or weak peer, which Twisted's options will not make).
     """
 
-    def __init__(self, context: SSL.Context) -> None:
+    def __init__(self, context: SSL.Context, serverName: bytes | None = None) -> None:
+        """
+        @param serverName: the name a client sends by SNI (none by
+            default).
+        """
         self.context = context
+        self.serverName = serverName
 
     def clientConnectionForTLS(self, protocol) -> SSL.Connection:
-        return SSL.Connection(self.context, None)
+        connection = SSL.Connection(self.context, None)
+        if self.serverName is not None:
+            connection.set_tlsext_host_name(self.serverName)
+        return connection
 
     serverConnectionForTLS = clientConnectionForTLS
 
@@ -796,10 +918,9 @@ def oldClientOptions(maximum: int, ciphers: bytes) -> RawOptions:
     return RawOptions(context)
 
 
-class HandshakeTests(TestCase):
+class LoopbackTLSTestCase(TestCase):
     """
-    Real TLS connections over the loopback interface to a server with
-    L{ServerCertificate.serverOptions}.
+    Helpers for real TLS connections over the loopback interface.
     """
 
     message = b"hello over tls\n"
@@ -860,6 +981,14 @@ class HandshakeTests(TestCase):
         self.assertEqual(received, b"")
         self.assertTrue(reason.check(SSL.Error), reason)
         self.assertIn(serverReason, str(reason.value))
+
+
+
+class HandshakeTests(LoopbackTLSTestCase):
+    """
+    Real TLS connections over the loopback interface to a server with
+    L{ServerCertificate.serverOptions}.
+    """
 
     async def test_trustedByName(self) -> None:
         """
@@ -968,3 +1097,528 @@ class HandshakeTests(TestCase):
         factory, port = await self.listen(self.certificate.serverOptions())
         client = await self.exchange(port, cbcClient)
         await self.assertRefused(factory, client, "no shared cipher")
+
+    async def test_staticRSARefused(self) -> None:
+        """
+        A TLS 1.2 client that offers only static RSA key exchange (no
+        forward secrecy, even with AEAD) is refused by a server with an
+        RSA certificate (which Twisted's default options would serve).
+        """
+        directory = temporaryDirectory(self)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        certificate = createSelfSignedCertificate(
+            directory / "rsa.pem", directory / "rsa.pem", ["localhost"], key=key
+        )
+        staticClient = oldClientOptions(SSL.TLS1_2_VERSION, b"AES128-GCM-SHA256:AES128-SHA")
+        default = CertificateOptions(
+            privateKey=certificate.key,  # type: ignore[arg-type]
+            certificate=certificate.certificate,  # type: ignore[arg-type]
+        )
+        _, controlPort = await self.listen(default)
+        control = await self.exchange(controlPort, staticClient)
+        self.assertExchanged(control, "TLSv1.2")
+        self.assertEqual(control.cipher, "AES128-GCM-SHA256")
+
+        factory, port = await self.listen(certificate.serverOptions())
+        client = await self.exchange(port, staticClient)
+        await self.assertRefused(factory, client, "no shared cipher")
+
+    def clientWithCertificate(self) -> tuple[CertificateOptions, str]:
+        """
+        @return: options of a client with a new self-signed certificate,
+            and that certificate's fingerprint.
+        """
+        key, certificate = certify(["client.example"])
+        options = CertificateOptions(privateKey=key, certificate=certificate)
+        return options, certificateFingerprint(certificate)
+
+    async def test_clientCertificateFingerprint(self) -> None:
+        """
+        A server that requests client certificates accepts a self-signed
+        one, and the server's protocol sees its fingerprint.
+        """
+        factory, port = await self.listen(
+            self.certificate.serverOptions(requestClientCertificate=True)
+        )
+        options, fingerprint = self.clientWithCertificate()
+        self.assertExchanged(await self.exchange(port, options))
+        self.assertEqual(factory.fingerprints, [fingerprint])
+
+    async def test_clientCertificateOnTLS12(self) -> None:
+        """
+        Over TLS 1.2 too, the client's certificate is accepted and seen.
+        """
+        factory, port = await self.listen(
+            self.certificate.serverOptions(requestClientCertificate=True)
+        )
+        key, certificate = certify(["client.example"])
+        options = oldClientOptions(SSL.TLS1_2_VERSION, b"DEFAULT")
+        options.context.use_certificate(certificate)
+        options.context.use_privatekey(key)
+        self.assertExchanged(await self.exchange(port, options), "TLSv1.2")
+        self.assertEqual(factory.fingerprints, [certificateFingerprint(certificate)])
+
+    async def test_noClientCertificate(self) -> None:
+        """
+        A client without a certificate is served as well by a server that
+        requests one; its fingerprint is L{None}.
+        """
+        factory, port = await self.listen(
+            self.certificate.serverOptions(requestClientCertificate=True)
+        )
+        options = optionsForClientTLS("localhost", trustRoot=self.trustRoot)
+        self.assertExchanged(await self.exchange(port, options))
+        self.assertEqual(factory.fingerprints, [None])
+
+    async def test_clientCertificateNotRequested(self) -> None:
+        """
+        By default the server does not ask, so a client's certificate is
+        not sent and the fingerprint is L{None}.
+        """
+        factory, port = await self.listen(self.certificate.serverOptions())
+        options, _ = self.clientWithCertificate()
+        self.assertExchanged(await self.exchange(port, options))
+        self.assertEqual(factory.fingerprints, [None])
+
+
+class PeerFingerprintTests(SynchronousTestCase):
+    """
+    L{peerCertificateFingerprint} without TLS.
+    """
+
+    def test_notTLS(self) -> None:
+        """
+        A transport that is not TLS (and wraps none) has no fingerprint.
+        """
+        self.assertIsNone(peerCertificateFingerprint(StringTransport()))
+        self.assertIsNone(peerCertificateFingerprint(None))
+
+
+def fingerprintOf(certificate: x509.Certificate | ServerCertificate) -> str:
+    """
+    @return: the fingerprint of a certificate, or of a server's.
+    """
+    if isinstance(certificate, ServerCertificate):
+        certificate = certificate.certificate
+    return certificateFingerprint(certificate)
+
+
+class CertificateDirectoryTests(SynchronousTestCase):
+    """
+    L{CertificateDirectory}: what it serves from a directory, and how it
+    follows changes, with an injected clock.
+    """
+
+    def setUp(self) -> None:
+        self.directory = temporaryDirectory(self)
+        self.clock = Clock()
+        self.clock.advance(time.time())
+
+    def write(self, name: str, *objects) -> tuple:
+        """
+        Replace the file C{name} in the directory with C{objects} as PEM.
+
+        @return: C{objects}.
+        """
+        replaceFile(self.directory / name, pem(*objects))
+        return objects
+
+    def load(self, **kwargs) -> CertificateDirectory:
+        """
+        @return: a L{CertificateDirectory} of the test's directory and
+            clock.
+        """
+        return CertificateDirectory(self.directory, self.clock, **kwargs)
+
+    def assertServes(self, certificates: CertificateDirectory, expected: dict) -> None:
+        """
+        Check that a client sending each name of C{expected} (a name or
+        L{None}) gets the certificate given for it.
+        """
+        self.assertEqual(
+            {name: fingerprintOf(certificates.certificateFor(name)) for name in expected},
+            {name: fingerprintOf(certificate) for name, certificate in expected.items()},
+        )
+
+    def assertWarned(self, events: list[dict], *problems: str) -> None:
+        """
+        Check that the warnings among logged C{events} are C{problems},
+        each about the directory.
+        """
+        self.assertEqual(
+            [formatEvent(event) for event in events if event["log_level"] == LogLevel.warn],
+            [f"TLS certificate directory {self.directory}: {problem}" for problem in problems],
+        )
+
+    def test_filesAndNames(self) -> None:
+        """
+        A key and its certificate in one file, or in two, in the directory
+        or below it, serve each DNS name of the certificate (compared
+        without case or final dot).
+        """
+        oneKey, one = self.write("one.pem", *certify(["one.test"]))
+        twoKey, two = certify(["two.test"])
+        self.write("two-key.pem", twoKey)
+        self.write("two-cert.pem", two)
+        _, three = self.write(
+            "live/three/both.pem", *certify(["three.test", "www.three.test"])
+        )
+        certificates = self.load()
+        self.assertServes(
+            certificates,
+            {"one.test": one, "two.test": two, "three.test": three,
+             "www.three.test": three, "ONE.Test.": one},
+        )
+        served = certificates.certificateFor("two.test")
+        self.assertEqual(served.keyPath, self.directory / "two-key.pem")
+        self.assertEqual(served.certificatePath, self.directory / "two-cert.pem")
+
+    def test_onlyPEMFiles(self) -> None:
+        """
+        Only files whose names end in C{.pem} are read.
+        """
+        _, one = self.write("one.pem", *certify(["one.test"]))
+        self.write("other.crt", *certify(["other.test"]))
+        self.assertServes(self.load(), {"other.test": one})
+
+    def test_wildcard(self) -> None:
+        """
+        A C{*.example.test} certificate serves names one label below
+        C{example.test}, and not C{example.test} itself or deeper names.
+        """
+        _, default = self.write("default.pem", *certify(["default.test"]))
+        _, wild = self.write("wild.pem", *certify(["*.example.test"]))
+        self.assertServes(
+            self.load(),
+            {"a.example.test": wild, "example.test": default, "a.b.example.test": default},
+        )
+
+    def test_chain(self) -> None:
+        """
+        Certificates without their key are intermediates, sent after the
+        certificate they signed (found by issuer name and signature: one
+        with the same name and another key is not sent); the root is not
+        sent.
+        """
+        root = certify([], ca=True, commonName="Root")
+        intermediate = certify([], issuer=root, ca=True, commonName="Intermediate")
+        impostor = certify([], issuer=root, ca=True, commonName="Intermediate")
+        leafKey, leaf = certify(["leaf.test"], issuer=intermediate)
+        self.write("leaf.pem", leafKey, leaf)
+        self.write("chain.pem", impostor[1], intermediate[1], root[1])
+        served = self.load().certificateFor("leaf.test")
+        self.assertEqual(served.certificate, leaf)
+        self.assertEqual(served.chain, (intermediate[1],))
+
+    def test_defaultFile(self) -> None:
+        """
+        Clients that send no name, or a name without a certificate, get the
+        certificate of C{default.pem}.
+        """
+        _, a = self.write("a.pem", *certify(["a.test"]))
+        _, default = self.write("default.pem", *certify(["default.test"]))
+        self.write("z.pem", *certify(["z.test"]))
+        self.assertServes(self.load(), {None: default, "unknown.test": default, "a.test": a})
+
+    def test_defaultFirstByPath(self) -> None:
+        """
+        Without C{default.pem}, the default is the certificate whose file
+        comes first by path.
+        """
+        self.write("b.pem", *certify(["b.test"]))
+        _, a = self.write("a/z.pem", *certify(["a.test"]))
+        self.assertServes(self.load(), {None: a})
+
+    def test_latestValidWins(self) -> None:
+        """
+        Of several certificates for one name, the one valid now that became
+        valid last is served; one not yet valid is not.
+        """
+        now = datetime.datetime.now(datetime.timezone.utc)
+        key = ec.generate_private_key(ec.SECP256R1())
+        _, older = certify(["one.test"], key=key, start=now - datetime.timedelta(days=20))
+        _, newer = certify(["one.test"], key=key, start=now - datetime.timedelta(days=2))
+        _, future = certify(["one.test"], key=key, start=now + datetime.timedelta(days=2))
+        self.write("a.pem", key, future, older)
+        self.write("b.pem", newer)
+        self.assertServes(self.load(), {"one.test": newer})
+
+    def test_missingDirectory(self) -> None:
+        """
+        A directory that does not exist, or a file, is a one-line
+        L{ValueError} naming it.
+        """
+        (self.directory / "file").write_bytes(b"")
+        for path in [self.directory / "nowhere", self.directory / "file"]:
+            error = self.assertRaises(ValueError, CertificateDirectory, path, self.clock)
+            self.assertIn(str(path), str(error))
+            self.assertNotIn("\n", str(error))
+
+    def test_noUsableCertificate(self) -> None:
+        """
+        A directory with no key and certificate for it is a one-line
+        L{ValueError}, with the first problem found.
+        """
+        key, certificate = certify(["one.test"])
+        for name, objects, mention in [
+            (None, (), "no usable certificate"),
+            ("cert.pem", (certificate,), "no usable certificate"),
+            ("key.pem", (key,), "no certificate for its key"),
+        ]:
+            if name is not None:
+                self.write(name, *objects)
+            error = self.assertRaises(ValueError, self.load)
+            self.assertIn(str(self.directory), str(error))
+            self.assertIn(mention, str(error))
+            self.assertNotIn("\n", str(error))
+            for path in self.directory.iterdir():
+                path.unlink()
+        (self.directory / "encrypted.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            )
+            + pem(certificate)
+        )
+        error = self.assertRaises(ValueError, self.load)
+        self.assertIn("encrypted", str(error))
+
+    def test_renewalAfterInterval(self) -> None:
+        """
+        A certificate replaced in its file is served from the first
+        connection made once C{recheckInterval} seconds have passed since
+        the last check, not before.
+        """
+        key, old = self.write("one.pem", *certify(["one.test"]))
+        certificates = self.load(recheckInterval=10)
+        _, new = self.write("one.pem", *certify(["one.test"], key=key))
+        self.assertNotEqual(new.serial_number, old.serial_number)
+        self.clock.advance(9.5)
+        certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"one.test": old})
+        self.clock.advance(0.5)
+        certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"one.test": new})
+
+    def test_defaultInterval(self) -> None:
+        """
+        By default the directory is checked at most every 10 seconds.
+        """
+        self.write("one.pem", *certify(["one.test"]))
+        self.assertEqual(self.load().recheckInterval, 10)
+
+    def test_addedAndRemoved(self) -> None:
+        """
+        A certificate added is served after a check; one removed is no
+        longer served (its name gets the default).
+        """
+        _, one = self.write("default.pem", *certify(["one.test"]))
+        _, two = self.write("two.pem", *certify(["two.test"]))
+        certificates = self.load(recheckInterval=0)
+        _, three = self.write("three.pem", *certify(["three.test"]))
+        (self.directory / "two.pem").unlink()
+        certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"three.test": three, "two.test": one})
+
+    def test_brokenFileKeepsPrevious(self) -> None:
+        """
+        A file that no longer loads is logged once, however many checks
+        follow, and what it held before is served until it loads again.
+        """
+        key, old = self.write("one.pem", *certify(["one.test"]))
+        certificates = self.load(recheckInterval=0)
+        path = self.directory / "one.pem"
+        with capturedLogs() as events:
+            replaceFile(
+                path, pem(key) + b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )
+            for _ in range(3):
+                certificates.serverConnectionForTLS(None)
+            self.assertServes(certificates, {"one.test": old})
+            replaceFile(path, b"garbage")
+            certificates.serverConnectionForTLS(None)
+            self.assertServes(certificates, {"one.test": old})
+            _, new = self.write("one.pem", *certify(["one.test"], key=key))
+            certificates.serverConnectionForTLS(None)
+            certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"one.test": new})
+        self.assertWarned(
+            events,
+            f"TLS certificate file {path}: a certificate does not load;"
+            " still using what it held before",
+            f"TLS file {path}: no PEM private key or certificate found;"
+            " still using what it held before",
+        )
+
+    def test_halfwayRenewal(self) -> None:
+        """
+        While a new key has no certificate yet (the key file was replaced,
+        not yet the certificate file), its name keeps the previous
+        certificate, and that is logged once.
+        """
+        self.write("default.pem", *certify(["default.test"]))
+        oldKey, old = certify(["two.test"])
+        self.write("two-key.pem", oldKey)
+        self.write("two-cert.pem", old)
+        certificates = self.load(recheckInterval=0)
+        newKey, new = certify(["two.test"])
+        with capturedLogs() as events:
+            self.write("two-key.pem", newKey)
+            certificates.serverConnectionForTLS(None)
+            certificates.serverConnectionForTLS(None)
+            self.assertServes(certificates, {"two.test": old})
+            self.write("two-cert.pem", new)
+            certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"two.test": new})
+        self.assertWarned(
+            events,
+            f"TLS key file {self.directory / 'two-key.pem'}: no certificate for its key",
+            f"no certificate for two.test in {self.directory} now;"
+            " still serving the previous one",
+        )
+
+    def test_emptiedDirectory(self) -> None:
+        """
+        A directory left without any usable certificate keeps serving the
+        previous ones.
+        """
+        _, one = self.write("one.pem", *certify(["one.test"]))
+        certificates = self.load(recheckInterval=0)
+        (self.directory / "one.pem").unlink()
+        with capturedLogs() as events:
+            certificates.serverConnectionForTLS(None)
+        self.assertServes(certificates, {"one.test": one, None: one})
+        self.assertWarned(
+            events,
+            f"no usable certificate in {self.directory} now;"
+            " still serving the certificates loaded before",
+        )
+
+    def test_unchangedNotRead(self) -> None:
+        """
+        Files whose size and times have not changed (and did not change
+        just before they were read) are not read again, and the connection
+        context stays the same.
+        """
+        self.write("one.pem", *certify(["one.test"]))
+        past = time.time() - 60
+        os.utime(self.directory / "one.pem", (past, past))
+        certificates = self.load(recheckInterval=0)
+        context = certificates.serverConnectionForTLS(None).get_context()
+        reads = []
+        self.patch(Path, "read_bytes", lambda path: reads.append(path))
+        self.assertIs(certificates.serverConnectionForTLS(None).get_context(), context)
+        self.assertEqual(reads, [])
+
+    def test_contexts(self) -> None:
+        """
+        Every context has the policy of L{ServerCertificate.serverOptions},
+        asks for client certificates if told to, and is made without
+        warnings.
+        """
+        self.write("one.pem", *certify(["one.test"]))
+        self.write("two.pem", *certify(["two.test"]))
+        for request, mode in [
+            (False, SSL.VERIFY_NONE),
+            (True, SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE),
+        ]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                certificates = self.load(requestClientCertificate=request)
+            for name in ["one.test", "two.test"]:
+                context = certificates._lookup(name).context
+                self.assertEqual(context.get_verify_mode(), mode)
+                assertPolicyCiphers(self, context)
+
+
+class CertificateDirectoryHandshakeTests(LoopbackTLSTestCase):
+    """
+    Real TLS connections over the loopback interface to a server with a
+    L{CertificateDirectory}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.directory = temporaryDirectory(self)
+        self.keys = {}
+        for name in ["default", "one", "two"]:
+            key, certificate = certify([f"{name}.test"])
+            self.keys[name] = key
+            replaceFile(self.directory / f"{name}.pem", pem(key, certificate))
+
+    def serving(self, name: str) -> str:
+        """
+        @return: the fingerprint of the certificate in C{name}.pem now.
+        """
+        path = self.directory / f"{name}.pem"
+        return fingerprintOf(x509.load_pem_x509_certificate(path.read_bytes()))
+
+    async def served(self, port: int, serverName: bytes | None) -> str:
+        """
+        @return: the fingerprint of the certificate that a client sending
+            C{serverName} (or none) gets.
+        """
+        client = await self.exchange(port, RawOptions(SSL.Context(SSL.TLS_METHOD), serverName))
+        self.assertExchanged(client)
+        return fingerprintOf(client.serverCertificate)
+
+    async def test_byName(self) -> None:
+        """
+        Each client gets the certificate of the name it sends; a client
+        that sends none, or another name, gets the default.
+        """
+        _, port = await self.listen(CertificateDirectory(self.directory, reactor))
+        for serverName, file in [
+            (b"one.test", "one"), (b"two.test", "two"), (None, "default"),
+            (b"other.test", "default"),
+        ]:
+            self.assertEqual(await self.served(port, serverName), self.serving(file), serverName)
+
+    async def test_renewed(self) -> None:
+        """
+        A certificate renewed in its file is served to the next client
+        (checking on each connection), without listening again.
+        """
+        _, port = await self.listen(
+            CertificateDirectory(self.directory, reactor, recheckInterval=0)
+        )
+        before = await self.served(port, b"one.test")
+        _, renewed = certify(["one.test"], key=self.keys["one"])
+        replaceFile(self.directory / "one.pem", pem(self.keys["one"], renewed))
+        after = await self.served(port, b"one.test")
+        self.assertNotEqual(after, before)
+        self.assertEqual(after, fingerprintOf(renewed))
+
+    async def test_policyByName(self) -> None:
+        """
+        A client that sends a name still meets the policy: TLS 1.1 and a
+        CBC suite are refused.
+        """
+        for maximum, ciphers, reason in [
+            (SSL.TLS1_1_VERSION, b"DEFAULT", "unsupported protocol"),
+            (SSL.TLS1_2_VERSION, b"ECDHE-ECDSA-AES128-SHA", "no shared cipher"),
+        ]:
+            factory, port = await self.listen(CertificateDirectory(self.directory, reactor))
+            options = oldClientOptions(maximum, ciphers)
+            options.serverName = b"one.test"
+            client = await self.exchange(port, options)
+            await self.assertRefused(factory, client, reason)
+
+    async def test_clientCertificateByName(self) -> None:
+        """
+        With C{requestClientCertificate}, a client's self-signed
+        certificate is accepted and seen after the switch to the
+        certificate of its name.
+        """
+        factory, port = await self.listen(
+            CertificateDirectory(self.directory, reactor, requestClientCertificate=True)
+        )
+        key, certificate = certify(["client.example"])
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.use_certificate(certificate)
+        context.use_privatekey(key)
+        client = await self.exchange(port, RawOptions(context, b"two.test"))
+        self.assertExchanged(client)
+        self.assertEqual(fingerprintOf(client.serverCertificate), self.serving("two"))
+        self.assertEqual(factory.fingerprints, [certificateFingerprint(certificate)])

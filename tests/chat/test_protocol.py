@@ -69,16 +69,17 @@ class RegistrationTests(ChatTestCase):
 
     def test_capabilityNegotiation(self) -> None:
         """
-        C{CAP LS 302} holds registration until C{CAP END}; nothing is
-        offered yet, so any request is refused.
+        C{CAP LS 302} holds registration until C{CAP END}; without
+        accounts only C{cap-notify} is offered (and implied by 302), so a
+        request for C{sasl} is refused.
         """
         client = self.server.connect()
         client.send("CAP LS 302", "NICK alice", "USER alice 0 * :A")
-        self.assertEqual(client.received(), [":irc.test CAP * LS :"])
+        self.assertEqual(client.received(), [":irc.test CAP * LS :cap-notify"])
         client.send("CAP REQ :sasl", "CAP LIST")
         self.assertEqual(
             client.received(),
-            [":irc.test CAP alice NAK :sasl", ":irc.test CAP alice LIST :"],
+            [":irc.test CAP alice NAK :sasl", ":irc.test CAP alice LIST :cap-notify"],
         )
         client.send("CAP END")
         self.assertEqual(client.received()[0].split()[1], "001")
@@ -512,15 +513,16 @@ class ModeTests(ChatTestCase):
 
     def test_userModes(self) -> None:
         """
-        User mode +i, queries, unknown flags, other users.
+        User modes +i and +w, +o only through OPER, queries, unknown
+        flags, other users.
         """
         alice = self.server.user("alice")
         self.server.user("bob")
-        alice.send("MODE alice", "MODE alice +iw", "MODE alice", "MODE bob +i", "MODE ghost")
+        alice.send("MODE alice", "MODE alice +iwox", "MODE alice", "MODE bob +i", "MODE ghost")
         self.assertEqual(
             alice.received(),
-            [":irc.test 221 alice :+", ":alice MODE alice :+i",
-             ":irc.test 501 alice :Unknown MODE flag", ":irc.test 221 alice :+i",
+            [":irc.test 221 alice :+", ":alice MODE alice :+iw",
+             ":irc.test 501 alice :Unknown MODE flag", ":irc.test 221 alice :+iw",
              ":irc.test 502 alice :Can't change mode for other users",
              ":irc.test 401 alice ghost :No such nick/channel"],
         )
