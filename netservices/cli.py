@@ -8,6 +8,8 @@ The C{netservices} command: clients and tools for the services.
     netservices broadcast [--interface NAME] [--send TEXT | --peers] [options]
     netservices wol MAC [--interface NAME]
     netservices threaded HOST[:PORT] HANDLER [ARG...] [options]
+    netservices chat-admin [--data-dir DIR] user|oper|channel ...
+    netservices chat-client [ircs://|irc://]HOST[:PORT] --nick NICK [options]
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from netservices.info.client import askSTUN, askTCP, askUDP
 from netservices.info.tap import TCP_INFO_PORT, UDP_INFO_PORT
 from netservices.info.wire import Sighting
 from netservices.broadcast.client import BroadcastClientOptions
+from netservices.chat.admin import ChatAdminOptions
+from netservices.chat.client import ChatClientOptions
 from netservices.broadcast.wol import WolOptions
 from netservices.multicast.client import McastOptions
 from netservices.threaded.client import describeLoad, loadRun, requestOnce
@@ -505,11 +509,16 @@ class Options(usage.Options):
         ["broadcast", None, BroadcastClientOptions, "Talk with the broadcast peers on the link."],
         ["wol", None, WolOptions, "Send a Wake-on-LAN magic packet."],
         ["threaded", None, ThreadedClientOptions, "Send requests to a threaded server, or load it."],
+        ["chat-admin", None, ChatAdminOptions, "Manage chat accounts, IRC operators, registered channels."],
+        ["chat-client", None, ChatClientOptions, "Chat on an IRC server, or send and listen from scripts."],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: info, echo, mcast, broadcast, wol or threaded")
+            raise usage.UsageError(
+                "choose a command: info, echo, mcast, broadcast, wol, threaded, chat-admin"
+                " or chat-client"
+            )
 
 
 def describe(sighting: Sighting) -> str:

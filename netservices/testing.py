@@ -1408,7 +1408,9 @@ class FakeChatClient:
     @ivar transport: what the server wrote is in C{transport.value()}.
     """
 
-    def __init__(self, server: FakeChatServer, host: str, secure: bool) -> None:
+    def __init__(
+        self, server: FakeChatServer, host: str, secure: bool, handshake: bool = True
+    ) -> None:
         from twisted.internet.address import IPv4Address, IPv6Address
         from twisted.internet.interfaces import ISSLTransport
         from twisted.internet.testing import StringTransport
@@ -1421,7 +1423,7 @@ class FakeChatClient:
         self.server = server
         self.protocol = server.factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
-        if secure:
+        if secure and handshake:
             self.protocol.handshakeCompleted()
         self._read = 0
 
@@ -1471,27 +1473,47 @@ class FakeChatServer:
     @ivar clock: the L{Clock} everything runs on; advance it to fire timers.
     """
 
-    def __init__(self, settings=None, limits=None, motd=None, name: str = "irc.test") -> None:
+    def __init__(
+        self,
+        settings=None,
+        limits=None,
+        motd=None,
+        name: str = "irc.test",
+        accounts=None,
+        directory=None,
+    ) -> None:
+        """
+        @param accounts: the L{netservices.chat.login.AccountSettings}
+            (no logins by default).
+        @param directory: the accounts and registered channels the
+            service knows (a L{netservices.chat.directory.MemoryDirectory}).
+        """
         from twisted.internet.task import Clock
 
+        from netservices.chat.login import AccountSettings
         from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
         from netservices.chat.service import ChatLimits, ChatService
 
         self.clock = Clock()
-        self.service = ChatService(name, self.clock, limits or ChatLimits())
+        self.service = ChatService(name, self.clock, limits or ChatLimits(), directory)
         self.factory = ChatFactory(
             self.service,
             ServerInfo(name=name, created="today", motd=motd),
             self.clock,
             settings or ConnectionSettings(floodRate=0),
+            accounts=accounts or AccountSettings(),
         )
         self.factory.startFactory()
 
-    def connect(self, host: str = "192.0.2.1", secure: bool = False) -> FakeChatClient:
+    def connect(
+        self, host: str = "192.0.2.1", secure: bool = False, handshake: bool = True
+    ) -> FakeChatClient:
         """
+        @param handshake: for a C{secure} client, whether its TLS handshake
+            is over.
         @return: a new connected, unregistered client.
         """
-        return FakeChatClient(self, host, secure)
+        return FakeChatClient(self, host, secure, handshake)
 
     def user(self, nick: str) -> FakeChatClient:
         """
@@ -1723,3 +1745,127 @@ async def _connectIRCClient(reactor, endpoint, nickname, register, timeout) -> R
             await client.close()
             raise
     return client
+
+
+class InteractiveProcess(_ProcessBase):
+    """
+    A command started by L{startInteractive}, driven as a person would:
+    its standard input stays open for L{write}, and the test waits for the
+    lines it prints with L{nextLine}, in order, without polling.
+
+    @ivar lines: the complete lines of standard output so far, decoded
+        from UTF-8, without their line ends.
+    """
+
+    def __init__(self, reactor, argv: Sequence[str]) -> None:
+        super().__init__(reactor, argv)
+        self.lines: list[str] = []
+        self._partial = b""
+        self._read = 0
+        self._lineWaiter: tuple[Callable[[str], bool], Deferred] | None = None
+
+    def outReceived(self, data: bytes) -> None:
+        super().outReceived(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        self.lines += [line.rstrip(b"\r").decode("utf-8", "replace") for line in complete]
+        self._matchLines()
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._partial:
+            self.lines.append(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+            self._matchLines()
+        super().processEnded(reason)
+        waiter, self._lineWaiter = self._lineWaiter, None
+        if waiter is not None:
+            waiter[1].errback(self._failure("exited before printing the awaited line"))
+
+    def _matchLines(self) -> None:
+        if self._lineWaiter is None:
+            return
+        predicate, waiting = self._lineWaiter
+        while self._read < len(self.lines):
+            line = self.lines[self._read]
+            self._read += 1
+            if predicate(line):
+                self._lineWaiter = None
+                waiting.callback(line)
+                return
+
+    def write(self, data: bytes | str) -> None:
+        """
+        Write to the process's standard input.
+        """
+        self.transport.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+    def closeStdin(self) -> None:
+        """
+        Close its standard input (the end of what was typed).
+        """
+        self.transport.closeStdin()
+
+    def nextLine(
+        self, predicate: Callable[[str], bool], timeout: float = DEFAULT_TIMEOUT
+    ) -> Deferred:
+        """
+        Wait for the next line of output for which C{predicate} is true;
+        the lines before it, from the one after the last line this
+        returned, are passed over.  One wait at a time.
+
+        @return: a L{Deferred} firing with the line, or failing with
+            L{ProcessFailed} (whose message holds the output) if the process
+            ends first or after C{timeout} seconds.
+        """
+        if self._lineWaiter is not None:
+            raise RuntimeError("already waiting for a line")
+        waiting: Deferred = Deferred(lambda _: setattr(self, "_lineWaiter", None))
+        self._lineWaiter = (predicate, waiting)
+        self._matchLines()
+        if waiting.called:
+            return waiting
+        if self.ended:
+            self._lineWaiter = None
+            return fail(self._failure("had exited before printing the awaited line"))
+
+        def timedOut(failure: Failure) -> Failure:
+            failure.trap(DeferredTimeoutError)
+            return Failure(self._failure(f"printed no awaited line within {timeout:g} s"))
+
+        return waiting.addTimeout(timeout, self.reactor).addErrback(timedOut)
+
+    def finish(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred:
+        """
+        Wait for the process to exit; kill it after C{timeout} seconds.
+
+        @return: a L{Deferred} firing with its exit status, or failing with
+            L{ProcessTimeout}.
+        """
+        return _deadline(
+            self.reactor,
+            self.whenEnded(),
+            timeout,
+            self._kill,
+            lambda: self._failure(f"still running after {timeout:g} s; killed", ProcessTimeout),
+        )
+
+    def kill(self) -> Deferred:
+        """
+        Kill the process if it still runs (for cleanups).
+
+        @return: a L{Deferred} firing once it has ended.
+        """
+        self._kill()
+        return self.whenEnded().addCallback(lambda _: None)
+
+
+def startInteractive(
+    reactor, argv: Sequence[str], env: dict[str, str] | None = None
+) -> InteractiveProcess:
+    """
+    Start C{argv} in a new temporary directory with its standard input
+    open (see L{InteractiveProcess}); the caller must see it end, e.g.
+    with C{self.addCleanup(process.kill)}.
+    """
+    process = InteractiveProcess(reactor, argv)
+    process.directory = _spawn(reactor, process, argv, env)
+    return process

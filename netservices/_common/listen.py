@@ -148,7 +148,7 @@ def _parseSSL(reactor, rest: str, requestClientCertificate: bool) -> SSL4ServerE
     C{server.pem} and may hold the certificate too; C{extraCertChain}
     adds intermediates).
     """
-    fields = _splitDescription(rest)
+    fields = splitDescription(rest)
     if fields and "=" not in fields[0]:
         fields[0] = "port=" + fields[0]
     values = _namedFields(
@@ -175,7 +175,7 @@ def _parseCertificateDirectory(
     [:recheck=SECONDS]} (C{interface} defaults to C{::}, as for Twisted's
     C{tls:}; C{recheck} to 10 seconds) and load the directory.
     """
-    directory, *fields = _splitDescription(rest)
+    directory, *fields = splitDescription(rest)
     if not directory:
         raise ValueError("expected tls:DIRECTORY:port=N")
     if fields and "=" not in fields[0]:
@@ -204,7 +204,7 @@ class DatagramAddress:
     fd: int | None = None
 
 
-def _splitDescription(description: str) -> list[str]:
+def splitDescription(description: str) -> list[str]:
     fields = re.split(r"(?<!\\):", description)
     return [f.replace("\\:", ":").replace("\\\\", "\\") for f in fields]
 
@@ -215,7 +215,7 @@ def parseDatagramDescription(description: str) -> DatagramAddress:
 
     @raise ValueError: with a message fit for the user.
     """
-    kind, *fields = _splitDescription(description)
+    kind, *fields = splitDescription(description)
     if kind != "udp" or not fields:
         raise ValueError("expected udp:PORT[:interface=ADDR]")
     port, *options = fields

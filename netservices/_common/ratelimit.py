@@ -119,3 +119,14 @@ class PrefixRateLimiter:
         if self._global is not None and not self._global.take(now, cost):
             return "rate-limit-global"
         return None
+
+    def refund(self, host: str, cost: float = 1.0) -> None:
+        """
+        Give back C{cost} tokens taken for C{host} by L{check}, for work
+        that turned out not to count (a login that succeeded, say); its
+        bucket never holds more than C{burst}.  The global bucket is not
+        refunded.
+        """
+        bucket = self._buckets.get(self._key(host))
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + cost)

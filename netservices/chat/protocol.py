@@ -142,7 +142,9 @@ def isupportTokens(info: ServerInfo, service: ChatService) -> list[str]:
 
 
 #: Commands accepted before registration.
-BEFORE_REGISTRATION = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
+BEFORE_REGISTRATION = frozenset(
+    {"CAP", "AUTHENTICATE", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+)
 
 #: Parameter-taking modes per MODE command (ISUPPORT MODES).
 MODES_PER_COMMAND = 4

@@ -15,6 +15,9 @@ from pathlib import Path
 import attrs
 from twisted.application import service
 from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.cred import strcred
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.portal import Portal
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -23,15 +26,32 @@ from netservices._common.listen import (
     ListenOptions,
     StreamListener,
     nonNegativeFloat,
+    nonNegativeInt,
     positiveFloat,
     positiveInt,
+    splitDescription,
 )
 from netservices._common.logs import RefusalLog
 from netservices._common.metrics import metricsOf, watchRefusals
 from netservices._common.service import CallOnStop, addStreamListeners
 from netservices._common.tls import ensureSelfSignedCertificate
+from netservices.chat.accounts import (
+    AccountChecker,
+    CertificateChecker,
+    ChatRealm,
+    CheckerService,
+)
+from netservices.chat.directory import StoreDirectory
+from netservices.chat.login import AccountSettings
 from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
 from netservices.chat.service import ChatLimits, ChatService
+from netservices.chat.store import (
+    DATABASE_NAME,
+    Store,
+    StoreError,
+    StoreService,
+    ThreadedStore,
+)
 from netservices.chat.wire import encode
 
 CHAT_PORT = 6667
@@ -62,7 +82,7 @@ def _serverName(name: str) -> str:
     return name
 
 
-class ChatOptions(ListenOptions, ConnectionCapOptions):
+class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
     """
     Options of C{twistd netservices chat}.
     """
@@ -160,11 +180,47 @@ class ChatOptions(ListenOptions, ConnectionCapOptions):
             "Channels one user may be in.",
             positiveInt,
         ],
+        [
+            "tls-handshake-timeout",
+            None,
+            _SETTINGS.tlsHandshakeTimeout,
+            "Seconds a TLS client has to finish its handshake.",
+            positiveFloat,
+        ],
+        [
+            "nick-grace",
+            None,
+            AccountSettings().nickGrace,
+            "Seconds a user whose nick belongs to an account has to log in to"
+            " it before being renamed to a guest nick.",
+            nonNegativeFloat,
+        ],
+        [
+            "sts-duration",
+            None,
+            None,
+            "Seconds of the STS policy (IRCv3 strict transport security) offered"
+            " when a TLS listener exists: clients that honour it then use TLS only."
+            " Default 300, but not offered for the self-signed zero-configuration"
+            " certificate (those clients would refuse it) unless given; 0: off.",
+            nonNegativeInt,
+        ],
+    ]
+
+    supportedInterfaces = (IUsernamePassword,)
+
+    optFlags = [
+        [
+            "require-auth",
+            None,
+            "Refuse users who do not log in (SASL or PASS) before registering.",
+        ],
     ]
 
     def postOptions(self) -> None:
         self.zeroConfiguration = not self["listen"]
         super().postOptions()
+        self["tls-port"] = CHAT_TLS_PORT if self.zeroConfiguration else tlsPort(self["listen"])
         if self["data-dir"] is None:
             self["data-dir"] = str(defaultDataDirectory())
         if self["motd-file"] is not None:
@@ -187,7 +243,44 @@ class ChatOptions(ListenOptions, ConnectionCapOptions):
             sendq=self["sendq"],
             floodBurst=self["flood-burst"],
             floodRate=self["flood-rate"],
+            tlsHandshakeTimeout=self["tls-handshake-timeout"],
         )
+
+    def stsSettings(self) -> tuple[int | None, int]:
+        """
+        @return: the TLS port to advertise in STS (L{None}: no STS) and the
+            policy's duration.
+        """
+        duration = self["sts-duration"]
+        if self["tls-port"] is None or duration == 0:
+            return None, 0
+        if duration is None:
+            if self.zeroConfiguration:
+                return None, 0
+            duration = 300
+        return self["tls-port"], duration
+
+
+def tlsPort(descriptions: list[str]) -> int | None:
+    """
+    @return: the port of the first TLS listener among C{descriptions}
+        (C{ssl:}, C{tls:}, C{haproxy-ssl:}, C{haproxy:ssl:}...), or L{None}
+        (also for port 0, which is not known yet).
+    """
+    for description in descriptions:
+        kind, *fields = splitDescription(description)
+        while kind == "haproxy" and fields:
+            kind, *fields = fields
+        if kind not in ("ssl", "tls", "haproxy-ssl"):
+            continue
+        named = dict(field.split("=", 1) for field in fields if "=" in field)
+        positional = [field for field in fields if "=" not in field]
+        if kind == "tls":
+            positional = positional[1:]  # the directory comes first
+        port = named.get("port") or (positional[0] if positional else "")
+        if port.isdigit() and int(port) > 0:
+            return int(port)
+    return None
 
 
 def readMotd(path: Path) -> tuple[str, ...]:
@@ -250,6 +343,37 @@ def watchChat(metrics, chat: ChatService, factory: ChatFactory) -> None:
     )
 
 
+def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiService):
+    """
+    Open the account store and build the login portal, as services of
+    C{top} (the store first, so that it stops last).
+
+    @return: the store, the password checker and the portal.
+    @raise SystemExit: with one line, when the database cannot be used.
+    """
+    path = dataDir / DATABASE_NAME
+    try:
+        # Once here, synchronously, so that a bad database is a one-line
+        # error at startup rather than a failure on the store's thread.
+        Store.open(path).close()
+    except (StoreError, OSError) as e:
+        raise SystemExit(f"netservices chat: {e}")
+    store = ThreadedStore(path, reactor)
+    StoreService(store).setServiceParent(top)
+    checker = AccountChecker(store, reactor)
+    CheckerService(checker).setServiceParent(top)
+    given = options.get("credCheckers") or []
+    if given:
+        # --auth: passwords are checked by what the user gave; accounts in
+        # the store still give operator rights.
+        realm = ChatRealm(store, requireAccount=False)
+        checkers = [*given, CertificateChecker(store)]
+    else:
+        realm = ChatRealm(store)
+        checkers = [checker, CertificateChecker(store)]
+    return store, checker, Portal(realm, checkers)
+
+
 def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
     """
     @return: the chat service.
@@ -279,10 +403,26 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         created=started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         motd=motd,
     )
-    chat = ChatService(name, reactor, ChatLimits(maxChannels=options["max-channels"]))
-    refusals = RefusalLog(log, reactor, "input")
-    factory = ChatFactory(chat, info, reactor, options.connectionSettings(), log, refusals)
     top = service.MultiService()
+    store, checker, portal = _accounts(options, dataDir, reactor, top)
+    directory = StoreDirectory(store, reactor)
+    directory.setServiceParent(top)
+    chat = ChatService(
+        name, reactor, ChatLimits(maxChannels=options["max-channels"]), directory
+    )
+    refusals = RefusalLog(log, reactor, "input")
+    stsPort, stsDuration = options.stsSettings()
+    accounts = AccountSettings(
+        portal=portal,
+        requireAuth=bool(options["require-auth"]),
+        nickGrace=options["nick-grace"],
+        stsPort=stsPort,
+        stsDuration=stsDuration,
+        rehash=lambda: top.reload(),
+    )
+    factory = ChatFactory(
+        chat, info, reactor, options.connectionSettings(), log, refusals, accounts
+    )
     connectionRefusals = RefusalLog(log, reactor, "connection")
     limited = addStreamListeners(
         top, options["listen"], options["endpoints"], factory, options, reactor,
@@ -307,6 +447,14 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         ).setServiceParent(top)
 
     watchChat(metricsOf(options), chat, factory)
+    metricsOf(options).counter(
+        "chat_logins", "Password logins by outcome.",
+        lambda: {
+            outcome: checker.counts.get(outcome, 0)
+            for outcome in ("succeeded", "failed", "throttled")
+        },
+        ("outcome",),
+    )
 
     def logTotals() -> None:
         log.info(
@@ -322,7 +470,10 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
     CallOnStop(logTotals).setServiceParent(top)
 
     def reload() -> None:
-        # SIGHUP: the message of the day is read again; nobody is dropped.
+        # SIGHUP or REHASH: accounts, registered channels and the message
+        # of the day are read again; nobody is dropped.
+        if directory.running:
+            directory.refresh()
         if options["motd-file"] is not None:
             try:
                 motd = readMotd(Path(options["motd-file"]))

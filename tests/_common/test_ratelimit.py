@@ -227,3 +227,30 @@ class PrefixRateLimiterTests(SynchronousTestCase):
         """
         self.assertEqual(RateLimits().tableSize, 20_000)
         self.assertEqual(len(self.spoof(20_000, 50_000)), 20_000)
+
+
+class RefundTests(SynchronousTestCase):
+    """
+    L{PrefixRateLimiter.refund}.
+    """
+
+    def test_refund(self):
+        """
+        A refund gives back tokens to the source's prefix, never beyond the
+        burst; an unknown source's refund does nothing.
+        """
+        clock = Clock()
+        limiter = PrefixRateLimiter(
+            RateLimits(rate=1.0, burst=2.0, globalRate=0, ipv4Prefix=32), clock
+        )
+        self.assertIsNone(limiter.check("192.0.2.1"))
+        self.assertIsNone(limiter.check("192.0.2.1"))
+        self.assertEqual(limiter.check("192.0.2.1"), "rate-limit-prefix")
+        limiter.refund("192.0.2.1")
+        self.assertIsNone(limiter.check("192.0.2.1"))
+        limiter.refund("192.0.2.1", 5.0)
+        self.assertIsNone(limiter.check("192.0.2.1"))
+        self.assertIsNone(limiter.check("192.0.2.1"))
+        self.assertEqual(limiter.check("192.0.2.1"), "rate-limit-prefix")
+        limiter.refund("192.0.2.99")
+        self.assertEqual(len(limiter), 1)

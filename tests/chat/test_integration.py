@@ -356,7 +356,11 @@ class OptionsTests(ChatTestCase):
             self.assertEqual(await server.stop(), CLEAN_STOP)
             self.assertEqual(len(server.listening), 1)
             self.assertEqual(server.eventsMatching(lambda e: "fingerprint" in e), [])
-        self.assertEqual((os.listdir(byPort), os.listdir(byListen)), ([], []))
+        # The account database, and no certificate.
+        database = ["chat.sqlite3"]
+        self.assertEqual(
+            (sorted(os.listdir(byPort)), sorted(os.listdir(byListen))), (database, database)
+        )
 
     async def test_badStateDirectory(self) -> None:
         """
