@@ -23,234 +23,30 @@
  * RSS are sampled at the window's edges, with this process's rusage and the
  * machine's busy time (/proc/stat).  Prints one JSON line on stdout.
  *
- * Build: cc -O2 -o echoload echoload.c
+ * Build (loadgen.h next to it): gcc -O2 -Wall -o echoload echoload.c
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
+#define LOADGEN_MODE "pingpong"
+#define LOADGEN_DURATION 5.0
+#include "loadgen.h"
 
 #define PERIOD 65521u /* pattern period (prime) */
 #define PATLEN (PERIOD + (1u << 20) + 8192u)
-#define RBUF (256 * 1024)
-#define MAXCPU 256
 
 static uint8_t *pat;
 static uint8_t rbuf[RBUF];
 
-/* options */
-static const char *mode = "pingpong";
-static const char *host = "127.0.0.1";
-static int port = 0;
+/* options of echoload alone (the others: loadgen.h) */
 static int nconns = 10;
 static size_t size = 1024;
-static double warmup = 1.0, duration = 5.0, hardlimit = 0;
 static uint64_t maxcount = 100000000ull;
-static int srvpid = 0;
 static double udp_timeout_ms = 100.0;
 static size_t inflight = 1 << 20;
-static int batch = 50;
-
-static struct sockaddr_storage addr;
-static socklen_t addrlen;
-static int epfd;
-static volatile sig_atomic_t alarmed;
 
 /* ------------------------------------------------------------------ util */
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') putchar('\\');
-        if ((unsigned char)*s < 0x20) putchar(' ');
-        else putchar(*s);
-    }
-    putchar('"');
-}
-
-static void fail(const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    printf("{\"ok\": false, \"mode\": ");
-    json_str(mode);
-    printf(", \"error\": ");
-    json_str(msg);
-    printf("}\n");
-    fflush(stdout);
-    exit(1);
-}
-
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char m[] =
-        "{\"ok\": false, \"error\": \"hard time limit reached\"}\n";
-    alarmed = 1;
-    if (write(1, m, sizeof m - 1) < 0) {}
-    _exit(3);
-}
-
-/* machine and server counters at one moment */
-struct snap {
-    double t;
-    double gen_cpu;     /* our rusage, s */
-    double srv_cpu;     /* server utime+stime, s (-1 when unknown) */
-    double busy[MAXCPU];/* per-CPU busy time (sampled by ticks), s */
-    double idle[MAXCPU];/* per-CPU idle + iowait time (exact with NO_HZ), s */
-    int ncpu;
-    long rss_kib;       /* server VmRSS (-1 when unknown) */
-};
-
-static double ticks_per_s;
-
-static void take_snap(struct snap *s) {
-    struct rusage ru;
-    char path[64], line[1024];
-    FILE *f;
-    s->t = now();
-    getrusage(RUSAGE_SELF, &ru);
-    s->gen_cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
-                 ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-    s->srv_cpu = -1;
-    s->rss_kib = -1;
-    if (srvpid > 0) {
-        snprintf(path, sizeof path, "/proc/%d/stat", srvpid);
-        f = fopen(path, "r");
-        if (f) {
-            char buf[2048];
-            size_t n = fread(buf, 1, sizeof buf - 1, f);
-            buf[n] = 0;
-            fclose(f);
-            char *p = strrchr(buf, ')');
-            if (p) {
-                /* fields after ')': state(3) ... utime(14) stime(15) */
-                unsigned long ut = 0, st = 0;
-                int field = 3;
-                char *tok = strtok(p + 2, " ");
-                while (tok) {
-                    if (field == 14) ut = strtoul(tok, NULL, 10);
-                    if (field == 15) { st = strtoul(tok, NULL, 10); break; }
-                    tok = strtok(NULL, " ");
-                    field++;
-                }
-                s->srv_cpu = (ut + st) / ticks_per_s;
-            }
-        }
-        snprintf(path, sizeof path, "/proc/%d/status", srvpid);
-        f = fopen(path, "r");
-        if (f) {
-            while (fgets(line, sizeof line, f))
-                if (!strncmp(line, "VmRSS:", 6)) s->rss_kib = strtol(line + 6, NULL, 10);
-            fclose(f);
-        }
-    }
-    s->ncpu = 0;
-    f = fopen("/proc/stat", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f)) {
-            unsigned long long v[10] = {0};
-            int cpu;
-            if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9') continue;
-            if (sscanf(line + 3, "%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu,
-                       &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) < 9)
-                continue;
-            if (cpu < 0 || cpu >= MAXCPU) continue;
-            /* user nice system idle iowait irq softirq steal */
-            s->busy[cpu] = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / ticks_per_s;
-            s->idle[cpu] = (v[3] + v[4]) / ticks_per_s;
-            if (cpu + 1 > s->ncpu) s->ncpu = cpu + 1;
-        }
-        fclose(f);
-    }
-}
-
-static void print_snaps(const struct snap *a, const struct snap *b) {
-    printf(", \"wall_s\": %.6f, \"gen_cpu_s\": %.6f", b->t - a->t, b->gen_cpu - a->gen_cpu);
-    if (a->srv_cpu >= 0 && b->srv_cpu >= 0)
-        printf(", \"srv_cpu_s\": %.4f", b->srv_cpu - a->srv_cpu);
-    printf(", \"cpu_busy_s\": [");
-    for (int i = 0; i < b->ncpu; i++)
-        printf("%s%.4f", i ? ", " : "", b->busy[i] - a->busy[i]);
-    printf("], \"cpu_idle_s\": [");
-    for (int i = 0; i < b->ncpu; i++)
-        printf("%s%.4f", i ? ", " : "", b->idle[i] - a->idle[i]);
-    printf("]");
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* latencies in ns, grown on demand, bounded by maxcount */
-static uint64_t *lat;
-static size_t nlat, caplat;
-
-static void add_lat(uint64_t ns) {
-    if (nlat == caplat) {
-        size_t nc = caplat ? caplat * 2 : 1 << 16;
-        uint64_t *p = realloc(lat, nc * sizeof *lat);
-        if (!p) fail("out of memory for latencies");
-        lat = p;
-        caplat = nc;
-    }
-    lat[nlat++] = ns;
-}
-
-static void print_lat(void) {
-    if (!nlat) return;
-    qsort(lat, nlat, sizeof *lat, cmp_u64);
-    static const double ps[] = {50, 90, 99, 99.9};
-    static const char *names[] = {"p50_us", "p90_us", "p99_us", "p999_us"};
-    double sum = 0;
-    for (size_t i = 0; i < nlat; i++) sum += lat[i];
-    for (int i = 0; i < 4; i++) {
-        /* nearest rank */
-        size_t r = (size_t)((ps[i] / 100.0) * nlat + 0.999999999);
-        if (r < 1) r = 1;
-        if (r > nlat) r = nlat;
-        printf(", \"%s\": %.1f", names[i], lat[r - 1] / 1000.0);
-    }
-    printf(", \"min_us\": %.1f, \"max_us\": %.1f, \"mean_us\": %.1f",
-           lat[0] / 1000.0, lat[nlat - 1] / 1000.0, sum / nlat / 1000.0);
-}
 
 static void set_nonblock(int fd) {
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-static void ep_set(int fd, uint32_t events, uint32_t id, int op) {
-    struct epoll_event ev = {.events = events, .data.u32 = id};
-    if (epoll_ctl(epfd, op, fd, &ev) < 0) fail("epoll_ctl: %s", strerror(errno));
 }
 
 static int tcp_connect_blocking(void) {
@@ -267,23 +63,6 @@ static int tcp_connect_blocking(void) {
 /* pattern offset of request k on connection c (pingpong) */
 static size_t msg_off(int c, uint64_t k) {
     return (size_t)((c * 131u + k * 977u) % 4093u);
-}
-
-/* measurement window bookkeeping shared by the load modes */
-static double t_start, t_warm, t_end;
-static int measuring, done;
-static struct snap s0, s1;
-
-static void tick(double t) {
-    if (!measuring && !done && t >= t_warm) {
-        measuring = 1;
-        take_snap(&s0);
-    }
-    if (measuring && t >= t_end) {
-        take_snap(&s1);
-        measuring = 0;
-        done = 1;
-    }
 }
 
 /* ------------------------------------------------------------- pingpong */
@@ -328,15 +107,12 @@ static void run_pingpong(void) {
         cs[i].fd = tcp_connect_blocking();
         ep_set(cs[i].fd, EPOLLIN, i, EPOLL_CTL_ADD);
     }
-    t_start = now();
-    t_warm = t_start + warmup;
-    t_end = t_warm + duration;
+    start_window();
     for (int i = 0; i < nconns; i++) pp_start(&cs[i], i);
     struct epoll_event evs[256];
     double last_progress = now();
     while (!done) {
-        int n = epoll_wait(epfd, evs, 256, 10);
-        if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
+        int n = wait_events(evs, 256, 10);
         for (int e = 0; e < n; e++) {
             int id = evs[e].data.u32;
             struct pconn *c = &cs[id];
@@ -364,7 +140,7 @@ static void run_pingpong(void) {
                         add_lat(t1 - c->t0);
                         pp_count++;
                         pp_bytes += size;
-                        if (pp_count >= maxcount) { take_snap(&s1); measuring = 0; done = 1; }
+                        if (pp_count >= maxcount) end_window();
                     }
                     c->k++;
                     last_progress = t1 * 1e-9;
@@ -380,7 +156,7 @@ static void run_pingpong(void) {
            "\"warmup_s\": %.3f, \"requests\": %llu, \"rps\": %.1f, \"mib_s\": %.2f",
            nconns, size, warmup, (unsigned long long)pp_count, pp_count / (s1.t - s0.t),
            pp_bytes / (s1.t - s0.t) / 1048576.0);
-    print_lat();
+    print_lat("us", 1e3, 1);
     print_snaps(&s0, &s1);
     printf("}\n");
     for (int i = 0; i < nconns; i++) close(cs[i].fd);
@@ -421,15 +197,12 @@ static void run_stream(void) {
         cs[i].fd = tcp_connect_blocking();
         ep_set(cs[i].fd, EPOLLIN, i, EPOLL_CTL_ADD);
     }
-    t_start = now();
-    t_warm = t_start + warmup;
-    t_end = t_warm + duration;
+    start_window();
     for (int i = 0; i < nconns; i++) st_pump(&cs[i], i);
     struct epoll_event evs[256];
     double last_progress = now();
     while (!done) {
-        int n = epoll_wait(epfd, evs, 256, 10);
-        if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
+        int n = wait_events(evs, 256, 10);
         for (int e = 0; e < n; e++) {
             int id = evs[e].data.u32;
             struct sconn *c = &cs[id];
@@ -453,7 +226,7 @@ static void run_stream(void) {
                     c->recvd += r;
                     if (measuring) {
                         st_bytes += r;
-                        if (st_bytes >= maxcount * size) { take_snap(&s1); measuring = 0; done = 1; }
+                        if (st_bytes >= maxcount * size) end_window();
                     }
                     last_progress = now();
                 }
@@ -515,16 +288,13 @@ static void run_udp(void) {
         cs[i].fd = fd;
         ep_set(fd, EPOLLIN, i, EPOLL_CTL_ADD);
     }
-    t_start = now();
-    t_warm = t_start + warmup;
-    t_end = t_warm + duration;
+    start_window();
     for (int i = 0; i < nconns; i++) u_send(&cs[i], i);
     struct epoll_event evs[256];
     double last_progress = now();
     static uint8_t expect[65536];
     while (!done) {
-        int n = epoll_wait(epfd, evs, 256, 2);
-        if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
+        int n = wait_events(evs, 256, 2);
         for (int e = 0; e < n; e++) {
             int id = evs[e].data.u32;
             struct uconn *c = &cs[id];
@@ -547,7 +317,7 @@ static void run_udp(void) {
                 if (measuring) {
                     if (good) { u_ok++; add_lat(t1 - c->t0); }
                     else u_bad++;
-                    if (u_ok >= maxcount) { take_snap(&s1); measuring = 0; done = 1; }
+                    if (u_ok >= maxcount) end_window();
                 }
                 last_progress = t1 * 1e-9;
                 if (!done) u_send(c, id);
@@ -570,7 +340,7 @@ static void run_udp(void) {
            u_ok * (double)size / w / 1048576.0, (unsigned long long)u_lost,
            (unsigned long long)u_late, (unsigned long long)u_bad,
            (unsigned long long)u_refused);
-    print_lat();
+    print_lat("us", 1e3, 1);
     print_snaps(&s0, &s1);
     printf("}\n");
     for (int i = 0; i < nconns; i++) close(cs[i].fd);
@@ -729,68 +499,36 @@ static void run_idle(void) {
     print_snaps(&before, &after);
     printf("}\n");
     fflush(stdout);
-    /* RST instead of FIN: no TIME_WAIT left behind by thousands of sockets */
-    struct linger lg = {1, 0};
     for (int i = 0; i < opened; i++)
-        if (cs[i].fd >= 0) {
-            setsockopt(cs[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-            close(cs[i].fd);
-        }
+        if (cs[i].fd >= 0) close_rst(cs[i].fd);
 }
 
 /* ----------------------------------------------------------------- main */
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: echoload -m pingpong|stream|udp|idle -P PORT [-h HOST] [-c CONNS]\n"
-            "       [-s SIZE] [-w WARMUP_S] [-d DURATION_S] [-n MAXCOUNT] [-p SERVER_PID]\n"
-            "       [-t UDP_TIMEOUT_MS] [-i INFLIGHT_BYTES] [-b CONNECT_BATCH] [-T HARD_LIMIT_S]\n");
-    exit(2);
+/* the options of echoload alone (the others: common_option) */
+static int own_option(int opt, const char *arg) {
+    switch (opt) {
+    case 'c': nconns = atoi(arg); return 1;
+    case 's': size = strtoul(arg, NULL, 10); return 1;
+    case 'n': maxcount = strtoull(arg, NULL, 10); return 1;
+    case 't': udp_timeout_ms = atof(arg); return 1;
+    case 'i': inflight = strtoul(arg, NULL, 10); return 1;
+    }
+    return 0;
 }
 
+static const char USAGE[] =
+    "usage: echoload -m pingpong|stream|udp|idle -P PORT [-h HOST] [-c CONNS]\n"
+    "       [-s SIZE] [-w WARMUP_S] [-d DURATION_S] [-n MAXCOUNT] [-p SERVER_PID]\n"
+    "       [-t UDP_TIMEOUT_MS] [-i INFLIGHT_BYTES] [-b CONNECT_BATCH] [-T HARD_LIMIT_S]\n";
+
 int main(int argc, char **argv) {
-    int opt;
-    while ((opt = getopt(argc, argv, "m:h:P:c:s:w:d:n:p:t:i:b:T:")) != -1) {
-        switch (opt) {
-        case 'm': mode = optarg; break;
-        case 'h': host = optarg; break;
-        case 'P': port = atoi(optarg); break;
-        case 'c': nconns = atoi(optarg); break;
-        case 's': size = strtoul(optarg, NULL, 10); break;
-        case 'w': warmup = atof(optarg); break;
-        case 'd': duration = atof(optarg); break;
-        case 'n': maxcount = strtoull(optarg, NULL, 10); break;
-        case 'p': srvpid = atoi(optarg); break;
-        case 't': udp_timeout_ms = atof(optarg); break;
-        case 'i': inflight = strtoul(optarg, NULL, 10); break;
-        case 'b': batch = atoi(optarg); break;
-        case 'T': hardlimit = atof(optarg); break;
-        default: usage();
-        }
-    }
+    parse_options(argc, argv, "m:h:P:c:s:w:d:n:p:t:i:b:T:", USAGE, own_option);
     if (port <= 0 || port > 65535 || nconns < 1 || batch < 1 || duration <= 0 || warmup < 0)
         usage();
     if (size < 1 || size > (16u << 20)) fail("size must be 1 byte to 16 MiB");
-    ticks_per_s = sysconf(_SC_CLK_TCK);
-    signal(SIGPIPE, SIG_IGN);
     if (hardlimit <= 0) hardlimit = warmup + duration + 30;
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)(hardlimit + 1));
-
-    memset(&addr, 0, sizeof addr);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        addrlen = sizeof *a4;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        addrlen = sizeof *a6;
-    } else {
-        fail("host must be a numeric IP address: %s", host);
-    }
+    start();
 
     /* the pattern: random bytes, periodic with PERIOD so a stream can be
        written from any offset without wrapping */
@@ -804,8 +542,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = PERIOD; i < plen; i++) pat[i] = pat[i - PERIOD];
 
-    epfd = epoll_create1(0);
-    if (epfd < 0) fail("epoll_create1: %s", strerror(errno));
     if (!strcmp(mode, "pingpong")) run_pingpong();
     else if (!strcmp(mode, "stream")) run_stream();
     else if (!strcmp(mode, "udp")) run_udp();

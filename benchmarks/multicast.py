@@ -40,28 +40,14 @@ import sys
 import time
 from pathlib import Path
 
+import common
+from common import BUILD, cpuSeconds, findScript
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netservices.testing import NetworkLab  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 SIZE = 1024
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    @return: user + system CPU seconds of process C{pid} so far.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def netservicesBin(name: str) -> str:
-    """
-    @return: the script next to this Python.
-    """
-    return str(Path(sys.executable).parent / name)
 
 
 class Sampled:
@@ -116,12 +102,12 @@ class Sampled:
 
 def netservicesCell(lab: NetworkLab, rate: int, seconds: float) -> dict:
     group = "239.77.0.1:5201"
-    receiver = Sampled([*lab.prefix(2), netservicesBin("netservices"), "mcast", "recv",
+    receiver = Sampled([*lab.prefix(2), findScript("netservices"), "mcast", "recv",
                         "--group", group, "--json", "--duration", str(seconds + 8)])
     waitForLine(receiver, '"joined"')
     count = int(rate * seconds)
     sender = subprocess.run(
-        [*lab.prefix(1), netservicesBin("netservices"), "mcast", "send", "--group", group,
+        [*lab.prefix(1), findScript("netservices"), "mcast", "send", "--group", group,
          "--rate", str(rate), "--size", str(SIZE), "--count", str(count),
          "--duration", str(seconds + 5), "--json"],
         capture_output=True, timeout=seconds + 30,
@@ -183,7 +169,7 @@ def idleCPU(lab: NetworkLab, seconds: float) -> float:
     @return: the CPU of a netservices receiver that gets nothing for
         C{seconds}: start-up and timers.
     """
-    receiver = Sampled([*lab.prefix(2), netservicesBin("netservices"), "mcast", "recv",
+    receiver = Sampled([*lab.prefix(2), findScript("netservices"), "mcast", "recv",
                         "--group", "239.77.0.3", "--duration", str(seconds), "--json"])
     receiver.wait(seconds + 15)
     return receiver.cpu
@@ -240,10 +226,9 @@ def main() -> None:
         )
     text = "\n".join(lines)
     print(text)
-    build = Path(__file__).resolve().parent / "build"
-    build.mkdir(exist_ok=True)
-    (build / f"multicast-{datetime.datetime.utcnow():%Y%m%d-%H%M%S}.md").write_text(text + "\n")
+    BUILD.mkdir(exist_ok=True)
+    (BUILD / f"multicast-{datetime.datetime.utcnow():%Y%m%d-%H%M%S}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    common.runMain(main, "multicast.py")

@@ -8,58 +8,53 @@ by side with stock Twisted, asyncio and (when importable) uvloop servers.
 
 Run it from the repository root with the development virtualenv active (the
 servers are started with this Python and the twistd next to it).  It compiles
-the load generator benchmarks/echoload.c with `cc -O2` into benchmarks/build/
-(git-ignored) on first use, starts every server afresh for each repetition,
-pins the server to CPU 1 and the generator to CPU 0 with taskset, and prints a
-Markdown table (medians, [min-max] ranges, ratios to stock Twisted, the CPU
-time each side used, the targets of the performance issue next to what was
-measured).  Progress goes to stderr; the table and the raw JSON lines are also
-saved in benchmarks/build/.  Nothing is asserted: the targets are shown, not
-enforced.  Only 127.0.0.1 is used.
+the load generator benchmarks/echoload.c (with loadgen.h) with `gcc -O2 -Wall`
+into benchmarks/build/ (git-ignored) on first use, starts every server afresh
+for each repetition, pins the server to CPU 1 and the generator to CPU 0 with
+taskset, and prints a Markdown table (medians, [min-max] ranges, ratios to
+stock Twisted, the CPU time each side used, the targets of the performance
+issue next to what was measured).  Progress goes to stderr; the table and the
+raw JSON lines are also saved in benchmarks/build/.  Nothing is asserted: the
+targets are shown, not enforced.  Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import importlib.util
 import os
-import platform
 import re
 import resource
-import shutil
-import signal
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BUILD = HERE / "build"
+import common
+from common import (
+    BUILD,
+    GENERATOR_BOUND_PERCENT,
+    HERE,
+    HOST,
+    BenchBase,
+    CellError,
+    ReportBase,
+    ServerProcess,
+    cpuPercents,
+    fmt,
+    fmtStats,
+    progress,
+    ratioOf,
+    stats,
+)
+
 SOURCE = HERE / "echoload.c"
 GENERATOR = BUILD / "echoload"
-HOST = "127.0.0.1"
 SERVER_CPU, GENERATOR_CPU = 1, 0
-NOISY_OTHER_PERCENT = 10.0
-GENERATOR_BOUND_PERCENT = 90.0
-MAX_ATTEMPTS = 3  # per cell, while "other" CPU is above NOISY_OTHER_PERCENT
-
-
-class BenchError(Exception):
-    """A problem that ends the run with one line on stderr."""
-
-
-class CellError(Exception):
-    """A problem with one server or cell; recorded, the run goes on."""
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
+NOISY_OTHER_PERCENT = 10.0  # a cell is measured again while "other" CPU is above this
 
 # ----------------------------------------------------------------- servers
 
@@ -109,44 +104,16 @@ def servers(python: str, twistd: str, withUvloop: bool) -> list[Server]:
     return result
 
 
-def raiseFileLimit(wanted: int):
-    def preexec() -> None:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        if soft != resource.RLIM_INFINITY and soft < limit:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-
-    return preexec
-
-
-class Running:
-    """One started server process."""
+class Running(ServerProcess):
+    """One started server process, checked with one echo."""
 
     def __init__(self, server: Server, pin: list[str], workdir: Path, files: int,
                  extra: list[str] = ()) -> None:
         self.server = server
-        self.logPath = workdir / f"{server.key}-{server.proto}-{time.monotonic_ns()}.log"
-        self.log = open(self.logPath, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            pin + server.argv + list(extra),
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=env,
-            preexec_fn=raiseFileLimit(files),
-        )
-        self.pid = self.process.pid
+        logPath = workdir / f"{server.key}-{server.proto}-{time.monotonic_ns()}.log"
+        super().__init__(pin + server.argv + list(extra), logPath, workdir, files=files)
         self.port = self._waitForPort()
         self._probe()
-
-    def tail(self, lines: int = 3) -> str:
-        try:
-            text = self.logPath.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
 
     def _waitForPort(self) -> int:
         deadline = time.monotonic() + 30
@@ -192,16 +159,6 @@ class Running:
             raise CellError("probe: the echo differs from what was sent")
         time.sleep(0.3)  # let the server see the probe's close
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.log.close()
-
 
 # ------------------------------------------------------------------- cells
 
@@ -229,46 +186,23 @@ UDP_CELL = Cell("udp1k", "udp", "udp", 1024, 10,
 
 
 def runGenerator(args: list[str], pin: list[str], limit: float, files: int) -> dict:
-    try:
-        done = subprocess.run(
-            pin + [str(GENERATOR)] + args,
-            capture_output=True,
-            text=True,
-            timeout=limit + 15,
-            preexec_fn=raiseFileLimit(files),
-        )
-    except subprocess.TimeoutExpired:
-        raise CellError("load generator did not finish in time")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise CellError(f"load generator printed nothing (status {done.returncode}) "
-                        f"{done.stderr.strip()[:200]}")
-    result = json.loads(lines[-1])
+    """Run echoload; its result (CellError unless ok)."""
+    result = common.runLoadGenerator(GENERATOR, args, pin, limit, files)
     if not result.get("ok"):
         raise CellError(f"load generator: {result.get('error', 'failed')}")
     return result
 
 
-def cpuPercents(result: dict) -> dict:
-    wall = result["wall_s"]
+def cpuFigures(result: dict) -> dict:
+    """Server CPU per operation (or per MiB) and the CPU percentages."""
     server = result.get("srv_cpu_s", 0.0)
-    generator = result["gen_cpu_s"]
-    # Busy = wall - idle per CPU: with NO_HZ the idle time is exact, while the
-    # busy columns of /proc/stat are sampled by ticks and undercount.
-    busy = sum(max(0.0, wall - idle) for idle in result["cpu_idle_s"])
-    other = max(0.0, busy - server - generator)
     operations = result.get("requests") or result.get("datagrams")
     perOp = {}
     if operations:
         perOp["srv_us_per_op"] = 1e6 * server / operations
     elif result.get("bytes"):
         perOp["srv_us_per_mib"] = 1e6 * server / (result["bytes"] / 1048576)
-    return {
-        **perOp,
-        "srv_pct": 100 * server / wall,
-        "gen_pct": 100 * generator / wall,
-        "other_pct": 100 * other / wall,
-    }
+    return {**perOp, **cpuPercents(result)}
 
 
 # -------------------------------------------------------------- the run
@@ -284,36 +218,21 @@ class Config:
     retryBudget: int
 
 
-class Bench:
+class Bench(BenchBase):
+    noisyPercent = NOISY_OTHER_PERCENT
+
     def __init__(self, config: Config, servers: list[Server], pinned: bool,
                  workdir: Path, rawPath: Path) -> None:
-        self.config = config
+        super().__init__(config, pinned, SERVER_CPU, GENERATOR_CPU, workdir, rawPath)
         self.servers = servers
-        self.serverPin = ["taskset", "-c", str(SERVER_CPU)] if pinned else []
-        self.generatorPin = ["taskset", "-c", str(GENERATOR_CPU)] if pinned else []
-        self.workdir = workdir
-        self.raw = open(rawPath, "w")
-        self.results: list[dict] = []
-        self.failures: list[str] = []
-        self.retries = 0
-        self.running: Running | None = None
-        self.busyBefore = 0.0
 
     def record(self, server: Server, cell: str, rep: int, result: dict) -> None:
-        row = dict(result, server=server.label, key=server.key, proto=server.proto,
-                   cell=cell, rep=rep)
-        self.results.append(row)
-        self.raw.write(json.dumps(row) + "\n")
-        self.raw.flush()
+        self.save(dict(result, server=server.label, key=server.key, proto=server.proto,
+                       cell=cell, rep=rep))
 
     def start(self, server: Server, files: int, extra: list[str] = ()) -> Running:
         self.running = Running(server, self.serverPin, self.workdir, files, extra)
         return self.running
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop()
-            self.running = None
 
     def measure(self, server: Server, running: Running, cell: Cell) -> dict:
         c = self.config
@@ -322,21 +241,13 @@ class Bench:
                 "-p", str(running.pid), "-t", str(c.udpTimeoutMs)] + cell.extra
         limit = c.warmup + c.duration + 20
         args += ["-T", str(limit)]
-        best = None
-        for attempt in range(MAX_ATTEMPTS):
+
+        def once() -> dict:
             result = runGenerator(args, self.generatorPin, limit, 256)
-            result.update(cpuPercents(result))
-            result["attempts"] = attempt + 1
-            if best is None or result["other_pct"] < best["other_pct"]:
-                best = result
-            if (result["other_pct"] <= NOISY_OTHER_PERCENT or self.retries >= c.retryBudget
-                    or attempt + 1 == MAX_ATTEMPTS):
-                break
-            self.retries += 1
-            progress(f"    other CPU {result['other_pct']:.0f}% > {NOISY_OTHER_PERCENT:.0f}%: "
-                     "measuring again")
-            time.sleep(0.3)
-        return best
+            result.update(cpuFigures(result))
+            return result
+
+        return self.quietest(once, pause=0.3)
 
     def runStreamCells(self, server: Server, rep: int) -> None:
         running = self.start(server, 1024)
@@ -366,7 +277,7 @@ class Bench:
                 self.failures.append(f"rep {rep + 1}, {server.label}, idle: {e}")
                 progress(f"    idle: FAILED: {e}")
                 return
-            result.update(cpuPercents(result))
+            result.update(cpuFigures(result))
             if result["established"] < count or result.get("error"):
                 self.failures.append(
                     f"rep {rep + 1}, {server.label}, idle: {result['established']} of "
@@ -378,17 +289,12 @@ class Bench:
 
     def run(self, idleCount: int) -> None:
         c = self.config
-        self.busyBefore = machineBusy(1.0)
-        if self.busyBefore > NOISY_OTHER_PERCENT:
-            progress(f"warning: the machine is already {self.busyBefore:.0f} % busy "
-                     "(of one core): expect noisy numbers")
+        self.checkMachine()
         tcp = [s for s in self.servers if s.proto == "tcp"]
         udp = [s for s in self.servers if s.proto == "udp"]
         for rep in range(c.reps):
             for group, kind in ((tcp, "tcp"), (udp, "udp"), (tcp, "idle")):
-                # A different server goes first in each repetition.
-                order = group[rep % len(group):] + group[:rep % len(group)]
-                for server in order:
+                for server in common.rotated(group, rep):
                     progress(f"rep {rep + 1}/{c.reps} {kind}: {server.label}")
                     try:
                         if kind == "idle":
@@ -398,26 +304,6 @@ class Bench:
                     except CellError as e:
                         self.failures.append(f"rep {rep + 1}, {server.label}: {e}")
                         progress(f"    FAILED: {e}")
-
-
-def idleSeconds() -> float:
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3:4].isdigit():
-            fields = line.split()
-            total += (int(fields[4]) + int(fields[5])) / ticks
-    return total
-
-
-def machineBusy(seconds: float) -> float:
-    """Percent of one core busy over C{seconds} (everything on the machine)."""
-    ncpu = sum(1 for line in Path("/proc/stat").read_text().splitlines()
-               if line.startswith("cpu") and line[3:4].isdigit())
-    t0, i0 = time.monotonic(), idleSeconds()
-    time.sleep(seconds)
-    t1, i1 = time.monotonic(), idleSeconds()
-    return max(0.0, 100 * (ncpu * (t1 - t0) - (i1 - i0)) / (t1 - t0))
 
 
 def summary(cell: str, r: dict) -> str:
@@ -435,62 +321,24 @@ def summary(cell: str, r: dict) -> str:
 # ---------------------------------------------------------------- report
 
 
-def stats(values: list[float]) -> tuple[float, float, float] | None:
-    if not values:
-        return None
-    return statistics.median(values), min(values), max(values)
-
-
-def fmt(value: float, digits: int = 0) -> str:
-    return f"{value:,.{digits}f}"
-
-
-def fmtStats(s, digits: int = 0) -> str:
-    if s is None:
-        return "–"
-    med, lo, hi = s
-    if len(set((round(lo, digits), round(hi, digits)))) == 1:
-        return fmt(med, digits)
-    return f"{fmt(med, digits)} [{fmt(lo, digits)}–{fmt(hi, digits)}]"
-
-
 def ratio(value, reference) -> str:
-    if value is None or reference is None or not reference[0]:
-        return "–"
-    return f"**{value[0] / reference[0]:.2f}×**"
+    r = ratioOf(value, reference)
+    return "–" if r is None else f"**{r:.2f}×**"
 
 
-class Report:
+class Report(ReportBase):
     def __init__(self, results: list[dict], servers: list[Server]) -> None:
-        self.results = results
+        super().__init__(results)
         self.servers = servers
 
-    def rows(self, server: Server, cell: str) -> list[dict]:
-        return [r for r in self.results
-                if r["server"] == server.label and r["cell"] == cell]
-
-    def stat(self, server: Server | None, cell: str, key: str):
-        if server is None:
-            return None
-        return stats([r[key] for r in self.rows(server, cell) if key in r])
+    def name(self, server: Server) -> str:
+        return server.label
 
     def find(self, key: str, proto: str) -> Server | None:
         for s in self.servers:
             if s.key == key and s.proto == proto:
                 return s
         return None
-
-    def bound(self, server: Server, cell: str) -> str:
-        """A dagger when the generator's core was (nearly) saturated."""
-        s = self.stat(server, cell, "gen_pct")
-        return " †" if s is not None and s[0] >= GENERATOR_BOUND_PERCENT else ""
-
-    def cpu(self, server: Server, cell: str) -> str:
-        parts = []
-        for key in ("srv_pct", "gen_pct", "other_pct"):
-            s = self.stat(server, cell, key)
-            parts.append("–" if s is None else f"{s[0]:.0f}")
-        return " / ".join(parts)
 
     def table(self, cell: Cell | str) -> list[str]:
         out = []
@@ -620,32 +468,13 @@ class Report:
 
 
 def machineInfo() -> dict:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import twisted
-
     try:
         import uvloop
 
         uv = uvloop.__version__
     except ImportError:
         uv = None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "twisted": twisted.__version__,
-        "uvloop": uv,
-        "nofile": f"{soft}/{hard}",
-    }
+    return {"nproc": len(os.sched_getaffinity(0)), **common.machineInfo(), "uvloop": uv}
 
 
 def render(bench: Bench, config: Config, info: dict, notes: list[str], started: datetime.datetime,
@@ -661,19 +490,15 @@ def render(bench: Bench, config: Config, info: dict, notes: list[str], started: 
         f"Method: `python benchmarks/run.py{' --quick' if quick else ''}`; {config.reps} repetition(s), "
         "every server started afresh for each (in a rotating order); per cell "
         f"{config.warmup:g} s warm-up, then {config.duration:g} s measured. "
-        + (f"Server pinned to CPU {SERVER_CPU}, load generator to CPU {GENERATOR_CPU} (`taskset`). "
-           if pinned else "Not pinned (taskset missing or fewer than 2 CPUs). ")
+        + common.pinningSentence(pinned, SERVER_CPU, GENERATOR_CPU)
         + "Load generator: `benchmarks/echoload.c` (C, epoll, one thread, TCP_NODELAY, every "
         "echoed byte verified, every latency recorded). Values are median [min–max] over the "
         "repetitions; × = ratio of medians to stock Twisted in this run. CPU: % of one core "
         "used during the measured window by the server (/proc/PID/stat), the generator "
         "(rusage) and everything else on the machine (busy time from /proc/stat's idle counters minus both; medians). "
-        f"A cell whose “other” exceeded {NOISY_OTHER_PERCENT:g} % was measured again (up to "
-        f"{MAX_ATTEMPTS} times, {config.retryBudget} re-measurements per run) and the quietest "
-        f"run kept ({bench.retries} re-measured). Before the run the machine was "
-        f"{bench.busyBefore:.0f} % busy (of one core, over 1 s). Each server is checked with one "
-        "echo before its cells (as a served-before server; without it stock Twisted's idle "
-        "RSS is ~0.7 KiB/connection higher, CPython's key-sharing instance dicts). "
+        f"A cell whose “other” exceeded {NOISY_OTHER_PERCENT:g} % " + bench.retrySentence()
+        + " Each server is checked with one echo before its cells (as a served-before server; "
+        "without it stock Twisted's idle RSS is ~0.7 KiB/connection higher, CPython's key-sharing instance dicts). "
         "Differences under ~20 % are within this machine's run-to-run noise.",
         "",
         "Servers: `twistd -n --pidfile= netservices tcp-echo --listen tcp:0:interface=127.0.0.1` "
@@ -694,40 +519,12 @@ def render(bench: Bench, config: Config, info: dict, notes: list[str], started: 
     lines += report.table("idle")
     notes = [f"† the load generator's core was ≥ {GENERATOR_BOUND_PERCENT:g} % busy: that server may "
              "be faster than shown (one C client core is the limit, not the server)."] + list(notes)
-    if bench.failures:
-        notes += [f"failed: {f}" for f in bench.failures]
-    for note in notes:
-        lines.append(f"- {note}")
-    lines.append(f"- Run time: {elapsed / 60:.1f} min ({elapsed:.0f} s).")
+    notes += [f"failed: {f}" for f in bench.failures]
+    lines += common.footer(notes, elapsed)
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------- setup
-
-
-def buildGenerator() -> None:
-    if GENERATOR.exists() and GENERATOR.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise BenchError(f"no C compiler: '{cc}' not found (install gcc, or set CC)")
-    BUILD.mkdir(exist_ok=True)
-    done = subprocess.run([cc, "-O2", "-o", str(GENERATOR), str(SOURCE)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
-        raise BenchError(f"compiling {SOURCE.name} with {cc} failed: {first}")
-    progress(f"built {GENERATOR.relative_to(Path.cwd()) if GENERATOR.is_relative_to(Path.cwd()) else GENERATOR}")
-
-
-def findTwistd() -> str:
-    beside = Path(sys.executable).with_name("twistd")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("twistd")
-    if found is None:
-        raise BenchError("twistd not found next to this Python or on PATH (activate the venv)")
-    return found
 
 
 def idleCountFor(wanted: int, notes: list[str]) -> int:
@@ -755,96 +552,52 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 repetition, short cells, 1,000 idle connections")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell (default 3)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1)")
+    common.addTimingArguments(parser)
     parser.add_argument("--idle-connections", type=int,
                         help="connections for the idle cell (default 10000)")
     parser.add_argument("--no-uvloop", action="store_true", help="skip uvloop even if installed")
     parser.add_argument("--only", help="comma-separated server keys to run: "
                         "netservices,twisted,asyncio,uvloop")
     args = parser.parse_args(argv)
-    if args.reps is not None and not 1 <= args.reps <= 50:
-        parser.error("--reps must be 1-50")
-    for name in ("duration", "warmup"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value <= 60:
-            parser.error(f"--{name} must be 0-60 seconds")
-    if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be positive")
-    if args.idle_connections is not None and not 1 <= args.idle_connections <= 100000:
-        parser.error("--idle-connections must be 1-100000")
-    if args.only:
-        args.only = {k.strip() for k in args.only.split(",")}
-        unknown = args.only - {"netservices", "twisted", "asyncio", "uvloop"}
-        if unknown:
-            parser.error(f"--only: unknown server(s) {', '.join(sorted(unknown))}")
+    common.checkRange(parser, args.reps, 1, 50, "--reps")
+    common.checkSeconds(parser, args)
+    common.checkRange(parser, args.idle_connections, 1, 100000, "--idle-connections")
+    args.only = common.parseOnly(parser, args.only, ("netservices", "twisted", "asyncio", "uvloop"))
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parseArgs(argv)
-    if not Path("/proc/stat").exists():
-        raise BenchError("needs Linux (/proc)")
     quick = args.quick
     config = Config(
-        reps=args.reps or (1 if quick else 3),
-        warmup=args.warmup if args.warmup is not None else (0.3 if quick else 1.0),
-        duration=args.duration or (1.0 if quick else 3.0),
+        **common.timing(args),
         idleConns=args.idle_connections or (1000 if quick else 10000),
         udpTimeoutMs=100.0,
         retryBudget=2 if quick else 24,
     )
     notes: list[str] = []
-    try:
-        import twisted  # noqa: F401
-        import netservices  # noqa: F401
-    except ImportError as e:
-        raise BenchError(f"{e.name} is not importable by {sys.executable} (activate the venv)")
-    twistd = findTwistd()
-    buildGenerator()
+    twistd = common.prepare(SOURCE, "twisted", "netservices")
     withUvloop = False
     if not args.no_uvloop:
-        try:
-            import uvloop  # noqa: F401
-
-            withUvloop = True
-        except ImportError:
+        withUvloop = importlib.util.find_spec("uvloop") is not None
+        if not withUvloop:
             notes.append("uvloop is not installed for this Python: its servers were skipped.")
-    pinned = shutil.which("taskset") is not None and {SERVER_CPU, GENERATOR_CPU} <= os.sched_getaffinity(0)
-    if not pinned:
-        notes.append("server and generator were not pinned to separate CPUs "
-                     "(taskset missing or fewer than 2 usable CPUs): numbers are less reliable.")
+    pinned = common.pinning(SERVER_CPU, GENERATOR_CPU, notes)
     chosen = servers(sys.executable, twistd, withUvloop)
     if args.only:
         chosen = [s for s in chosen if s.key in args.only]
     idleCount = idleCountFor(config.idleConns, notes)
     info = machineInfo()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    stamp = f"{started:%Y%m%d-%H%M%S}"
-    BUILD.mkdir(exist_ok=True)
-    rawPath = BUILD / f"results-{stamp}.jsonl"
+    started, mdPath, rawPath = common.outputPaths("results")
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="echobench-") as tmp:
-        bench = Bench(config, chosen, pinned, Path(tmp), rawPath)
-        try:
-            bench.run(idleCount)
-        finally:
-            bench.stop()
-            bench.raw.close()
+    with tempfile.TemporaryDirectory(prefix="echobench-") as tmp, \
+            Bench(config, chosen, pinned, Path(tmp), rawPath) as bench:
+        bench.run(idleCount)
     elapsed = time.monotonic() - t0
     text = render(bench, config, info, notes, started, elapsed, idleCount, pinned, quick)
-    (BUILD / f"results-{stamp}.md").write_text(text)
-    print(text)
-    progress(f"saved {BUILD / f'results-{stamp}.md'} and {rawPath.name}")
+    common.publish(text, mdPath, rawPath)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"run.py: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("run.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+    common.runMain(main, "run.py")

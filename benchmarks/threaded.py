@@ -36,25 +36,20 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import socket
 import socketserver
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
-HERE = Path(__file__).resolve().parent
+import common
+from common import HOST, cpuSeconds, findScript, progress, ratioOf
+
 STEP_TIMEOUT = 60.0
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- the reference server ---------------------------------------------------
@@ -111,23 +106,8 @@ def rssKiB(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pinned(cpu: int) -> list[str]:
-    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > cpu:
-        return ["taskset", "-c", str(cpu)]
-    return []
-
-
-def scriptNextToPython(name: str) -> str:
-    script = Path(sys.executable).parent / name
-    if not script.exists():
-        raise SystemExit(f"benchmarks/threaded.py: no {name} next to {sys.executable}")
-    return str(script)
+    return common.taskset(cpu) if common.pinnable(cpu) else []
 
 
 class Running:
@@ -168,13 +148,7 @@ class Running:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        common.stopProcess(self.process, grace=15, killWait=None)
 
 
 def client(args: list[str], timeout: float = STEP_TIMEOUT) -> tuple[dict | str, float]:
@@ -185,7 +159,7 @@ def client(args: list[str], timeout: float = STEP_TIMEOUT) -> tuple[dict | str, 
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
-        [*pinned(0), scriptNextToPython("netservices"), "threaded", *args],
+        [*pinned(0), findScript("netservices"), "threaded", *args],
         capture_output=True,
         timeout=timeout,
     )
@@ -259,7 +233,7 @@ def loadCell(server: Running, handlerArgs: list[str], clients: int, requests: in
 
 
 def startServers(args, workDir: Path, rep: int) -> list[Running]:
-    twistd = scriptNextToPython("twistd")
+    twistd = findScript("twistd")
     threaded = Running(
         "netservices threaded",
         [*pinned(1), twistd, "-n", "--pidfile=", "--logger=netservices.logs.jsonLines",
@@ -275,11 +249,6 @@ def startServers(args, workDir: Path, rep: int) -> list[Running]:
     return [threaded, reference]
 
 
-def median(values):
-    values = [v for v in values if v is not None]
-    return (statistics.median(values), min(values), max(values)) if values else None
-
-
 def fmt(triple, digits=0) -> str:
     if triple is None:
         return "n/a"
@@ -288,25 +257,15 @@ def fmt(triple, digits=0) -> str:
 
 
 def ratio(a, b, digits=2) -> str:
-    if a is None or b is None or not b[0]:
-        return "n/a"
-    return f"{a[0] / b[0]:.{digits}f}×"
+    r = ratioOf(a, b)
+    return "n/a" if r is None else f"{r:.{digits}f}×"
 
 
 def machine() -> str:
-    model = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import twisted
-
+    info = common.machineInfo()
     return (
-        f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python"
-        f" {platform.python_version()}, Twisted {twisted.__version__}"
+        f"{info['cpu']}, {os.cpu_count()} CPUs, Linux {info['kernel']}, Python"
+        f" {info['python']}, Twisted {info['twisted']}"
     )
 
 
@@ -340,16 +299,16 @@ def main(argv: list[str] | None = None) -> int:
                 for server in servers:
                     isTwisted = server.name == "netservices threaded"
                     row: dict = {}
-                    progress(f"rep {rep}: {server.name}: {args.idle} idle connections")
+                    progress(f"rep {rep}: {server.name}: {args.idle} idle connections", clock=True)
                     row["idle_kib"] = idleCell(server, args.idle)
-                    progress(f"rep {rep}: {server.name}: {args.clients} clients x sleep {args.sleep}")
+                    progress(f"rep {rep}: {server.name}: {args.clients} clients x sleep {args.sleep}", clock=True)
                     row["sleep"] = loadCell(server, ["sleep", args.sleep], args.clients, args.requests, isTwisted)
-                    progress(f"rep {rep}: {server.name}: {args.clients} clients x sha256 of 256 KiB")
+                    progress(f"rep {rep}: {server.name}: {args.clients} clients x sha256 of 256 KiB", clock=True)
                     row["sha256"] = loadCell(
                         server, ["sha256", "x", str(hashSize)], args.clients, args.requests // 2, isTwisted
                     )
                     results[server.name].append(row)
-                    progress(f"rep {rep}: {server.name}: {json.dumps(row)}")
+                    progress(f"rep {rep}: {server.name}: {json.dumps(row)}", clock=True)
             finally:
                 for server in servers:
                     server.stop()
@@ -365,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
             values.append(value)
-        return median(values)
+        return common.stats([v for v in values if v is not None])
 
     T, R = "netservices threaded", "ThreadingTCPServer"
     rows = [
@@ -409,4 +368,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.runMain(main, "threaded.py")

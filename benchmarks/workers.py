@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import run  # noqa: E402  (benchmarks/run.py)
+import common
+import run  # benchmarks/run.py: the echo servers and echoload
+from common import HOST, buildGenerator, findTwistd, progress, stats
 
 #: Worker counts measured; 0 is the in-process server.
 WORKER_COUNTS = [0, 1, 2]
@@ -42,7 +40,7 @@ def echoServer(twistd: str, proto: str, workers: int) -> run.Server:
     """
     listening = r"listening on (?:tcp|udp) 127\.0\.0\.1:(\d+)"
     args = [twistd, "-n", "--pidfile=", "netservices", f"{proto}-echo",
-            "--listen", f"{proto}:0:interface={run.HOST}"]
+            "--listen", f"{proto}:0:interface={HOST}"]
     if proto == "udp":
         args += ["--rate", "1e9", "--burst", "1e9", "--global-rate", "0"]
     else:
@@ -59,7 +57,7 @@ def measure(running: run.Running, proto: str, connections: int, warmup: float,
     @return: requests (TCP) or datagrams (UDP) per second.
     """
     mode = "pingpong" if proto == "tcp" else "udp"
-    args = ["-m", mode, "-h", run.HOST, "-P", str(running.port), "-c", str(connections),
+    args = ["-m", mode, "-h", HOST, "-P", str(running.port), "-c", str(connections),
             "-s", "1024", "-w", str(warmup), "-d", str(duration), "-t", "100",
             "-T", str(warmup + duration + 20)]
     result = run.runGenerator(args, [], warmup + duration + 20, 256)
@@ -74,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=20,
                         help="connections or sockets of the load (default 20)")
     args = parser.parse_args(argv)
-    run.buildGenerator()
-    twistd = run.findTwistd()
+    buildGenerator(run.SOURCE)
+    twistd = findTwistd()
     results: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="netservices-workers-") as workdir:
         for rep in range(args.reps):
@@ -92,24 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         running.stop()
                     results.setdefault((proto, workers), []).append(rate)
-                    run.progress(f"rep {rep + 1}: {server.label}: {rate:,.0f}/s")
+                    progress(f"rep {rep + 1}: {server.label}: {rate:,.0f}/s")
     print(f"| server ({os.cpu_count()} CPUs, {args.connections} connections, 1 KiB,"
           f" {args.reps} reps) | per second, median [min-max] | vs in-process |")
     print("|---|---|---|")
     for proto in ("tcp", "udp"):
-        base = statistics.median(results[(proto, 0)])
+        base = stats(results[(proto, 0)])[0]
         for workers in WORKER_COUNTS:
-            values = results[(proto, workers)]
-            median = statistics.median(values)
+            median, low, high = stats(results[(proto, workers)])
             label = echoServer("twistd", proto, workers).label
-            print(f"| {label} | {median:,.0f} [{min(values):,.0f}-{max(values):,.0f}]"
-                  f" | {median / base:.2f}x |")
+            print(f"| {label} | {median:,.0f} [{low:,.0f}-{high:,.0f}] | {median / base:.2f}x |")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (run.BenchError, run.CellError) as e:
-        print(f"workers.py: {e}", file=sys.stderr)
-        sys.exit(1)
+    common.runMain(main, "workers.py")
