@@ -1465,6 +1465,17 @@ class FakeChatClient:
         return bool(self.transport.disconnecting)
 
 
+def offeredCapabilities(*extra: str) -> str:
+    """
+    @return: the chat server's C{CAP LS} list: its IRCv3 capabilities,
+        C{cap-notify} and C{extra} (such as C{sasl=PLAIN,EXTERNAL}), in
+        order.
+    """
+    from netservices.chat.ircv3 import CAPABILITIES
+
+    return " ".join(sorted((*CAPABILITIES, "cap-notify", *extra)))
+
+
 class FakeChatServer:
     """
     A chat service and factory on a fake clock, for unit tests without

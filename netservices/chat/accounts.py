@@ -48,11 +48,11 @@ import argon2
 import attrs
 from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.application import service
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import ICredentials, IUsernamePassword
+from twisted.cred.checkers import FilePasswordDB, ICredentialsChecker
+from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -505,6 +505,32 @@ class CheckerService(service.Service):
     def stopService(self) -> None:
         super().stopService()
         self.checker.stopService()
+
+
+@implementer(ICredentialsChecker)
+class GivenChecker:
+    """
+    A checker given with C{--auth} (Twisted's C{strcred}: C{file:},
+    C{memory:}, C{unix}...), fed our credentials in the types it compares:
+    C{file:} reads its file as bytes, the others take text.  Credentials in
+    clear from elsewhere than loopback are refused without asking it.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, checker: ICredentialsChecker) -> None:
+        self.checker = checker
+
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred:
+        source = getattr(credentials, "source", None)
+        if source is not None and not (credentials.secure or _isLoopback(source)):
+            return fail(UnauthorizedLogin(INVALID_CREDENTIALS))
+        username, password = _text(credentials.username), _text(credentials.password)
+        if isinstance(self.checker, FilePasswordDB):
+            given = UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        else:
+            given = UsernamePassword(username, password)
+        return maybeDeferred(self.checker.requestAvatarId, given)
 
 
 @implementer(ICredentialsChecker)

@@ -8,13 +8,17 @@ L{StoreDirectory} keeps that in memory, read from the SQLite store (off
 the reactor thread) at start and again every C{refreshInterval} seconds,
 so that changes made with C{netservices chat-admin} while the server runs
 are seen within that time; the server's own changes (channel modes,
-topics, bans, operators) are written through at once.
+topics, bans, operators) are written through at once.  It also keeps the
+recent history of registered channels: read once per channel when it is
+first seen, and written in batches at most every C{historyInterval}
+seconds (at most C{historySize} entries wait per channel).
 L{MemoryDirectory} is the same in memory only, for tests and for servers
 without a store.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Iterable
 
 import attrs
@@ -25,7 +29,7 @@ from twisted.logger import Logger
 from netservices.chat.wire import foldCase
 
 if TYPE_CHECKING:
-    from netservices.chat.store import ChannelRecord
+    from netservices.chat.store import ChannelRecord, HistoryEntry
 
 log = Logger(namespace="netservices.chat")
 
@@ -59,6 +63,7 @@ class MemoryDirectory:
         self.accounts = {foldCase(a.name): a for a in accounts}
         self.channels = {foldCase(c.name): c for c in channels}
         self.saved: list[ChannelRecord] = []
+        self.histories: dict[str, list[HistoryEntry]] = {}
 
     def account(self, name: str) -> AccountSummary | None:
         """
@@ -79,6 +84,22 @@ class MemoryDirectory:
         self.channels[foldCase(record.name)] = record
         self.saved.append(record)
 
+    def channelHistory(self, name: str) -> list[HistoryEntry]:
+        """
+        @return: the stored history of registered channel C{name}, oldest
+            first.
+        """
+        return list(self.histories.get(foldCase(name), ()))
+
+    def saveHistory(self, name: str, entry: HistoryEntry, keep: int) -> None:
+        """
+        Add a message to a registered channel's stored history, which
+        keeps the last C{keep}.
+        """
+        history = self.histories.setdefault(foldCase(name), [])
+        history.append(entry)
+        del history[:-keep]
+
 
 class StoreDirectory(MemoryDirectory, service.Service):
     """
@@ -86,12 +107,17 @@ class StoreDirectory(MemoryDirectory, service.Service):
     L{netservices.chat.store.ThreadedStore}.
     """
 
-    def __init__(self, store, clock, refreshInterval: float = 10.0) -> None:
+    def __init__(
+        self, store, clock, refreshInterval: float = 10.0, historyInterval: float = 1.0
+    ) -> None:
         MemoryDirectory.__init__(self)
         self.store = store
         self.clock = clock
         self.refreshInterval = refreshInterval
+        self.historyInterval = historyInterval
         self._refresher: LoopingCall | None = None
+        self._pending: dict[str, deque] = {}
+        self._writeCall = None
 
     def startService(self) -> None:
         super().startService()
@@ -103,6 +129,9 @@ class StoreDirectory(MemoryDirectory, service.Service):
         super().stopService()
         if self._refresher is not None and self._refresher.running:
             self._refresher.stop()
+        if self._writeCall is not None and self._writeCall.active():
+            self._writeCall.cancel()
+        return self.writeHistory()
 
     async def _refresh(self) -> None:
         accounts = await self.store.listAccounts()
@@ -111,18 +140,28 @@ class StoreDirectory(MemoryDirectory, service.Service):
             foldCase(a.name): AccountSummary(a.name, a.oper) for a in accounts
         }
         self.channels = {foldCase(c.name): c for c in channels}
+        for record in channels:
+            folded = foldCase(record.name)
+            if folded not in self.histories:
+                self.histories[folded] = await self.store.getHistory(record.name)
 
     def refresh(self):
         """
         Read accounts and registered channels again.
 
-        @return: a L{Deferred} that fires when done (failures are logged,
-            and the last good state is kept).
+        @return: a L{Deferred} that fires when done (failures are logged
+            while the service runs, and the last good state is kept).
         """
         from twisted.internet.defer import Deferred
 
         done = Deferred.fromCoroutine(self._refresh())
-        done.addErrback(lambda f: log.failure("cannot read the chat store", f))
+        def failed(failure) -> None:
+            # A refresh still reading when the server stops finds the
+            # store closed: nothing to report.
+            if self.running:
+                log.failure("cannot read the chat store", failure)
+
+        done.addErrback(failed)
         return done
 
     def saveChannel(self, record: ChannelRecord) -> None:
@@ -131,3 +170,31 @@ class StoreDirectory(MemoryDirectory, service.Service):
         saving.addErrback(
             lambda f: log.failure("cannot save channel {name}", f, name=record.name)
         )
+
+    def saveHistory(self, name: str, entry: HistoryEntry, keep: int) -> None:
+        MemoryDirectory.saveHistory(self, name, entry, keep)
+        folded = foldCase(name)
+        pending = self._pending.get(folded)
+        if pending is None:
+            pending = self._pending[folded] = deque(maxlen=max(1, keep))
+        pending.append((name, entry, keep))
+        if self._writeCall is None:
+            self._writeCall = self.clock.callLater(self.historyInterval, self.writeHistory)
+
+    def writeHistory(self):
+        """
+        Write the history entries waiting, in one transaction.
+
+        @return: a L{Deferred} that fires when done (failures are logged).
+        """
+        from twisted.internet.defer import succeed
+
+        self._writeCall = None
+        pending, self._pending = self._pending, {}
+        entries = [(name, entry) for waiting in pending.values() for name, entry, _ in waiting]
+        if not entries:
+            return succeed(None)
+        keep = max(keep for waiting in pending.values() for _, _, keep in waiting)
+        writing = self.store.appendHistory(entries, keep)
+        writing.addErrback(lambda f: log.failure("cannot save channel history", f))
+        return writing

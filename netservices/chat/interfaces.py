@@ -72,9 +72,38 @@ class IChatService(Interface):
         Leave every channel (C{JOIN 0}).
         """
 
-    def sendMessage(user, command: str, target: str, text: str) -> None:
+    def sendMessage(user, command: str, target: str, text, tags=()) -> None:
         """
-        Relay a C{PRIVMSG} or C{NOTICE} to a channel or a nick.
+        Relay a C{PRIVMSG} or C{NOTICE} (or, with C{text} L{None}, a
+        C{TAGMSG}) with the sender's client-only C{tags} to a channel or a
+        nick.
+        """
+
+    def setCapabilities(user, capabilities) -> None:
+        """
+        Note the IRCv3 capabilities C{user}'s client enabled: what it
+        receives depends on them.
+        """
+
+    def setRealname(user, realname: str) -> None:
+        """
+        Change C{user}'s real name (IRCv3 C{SETNAME}).
+        """
+
+    def monitorAdd(user, nicks):
+        """
+        Add nicks to C{user}'s C{MONITOR} list; return the online
+        prefixes, offline nicks and those refused for a full list.
+        """
+
+    def monitorRemove(user, nicks) -> None:
+        """
+        Remove nicks from C{user}'s C{MONITOR} list.
+        """
+
+    def monitorClear(user) -> None:
+        """
+        Empty C{user}'s C{MONITOR} list.
         """
 
     def setTopic(user, name: str, topic: str) -> None:

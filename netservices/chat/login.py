@@ -22,6 +22,7 @@ from twisted.cred.portal import Portal
 
 from netservices._common.addresses import parseIP
 from netservices.chat import numerics
+from netservices.chat.ircv3 import CAPABILITIES
 from netservices.chat.service import ChatError
 from netservices.chat.wire import encode, foldCase, truncateText
 
@@ -77,6 +78,7 @@ class AccountCommands:
         """
         accounts = self.factory.accounts
         available: dict[str, str | None] = {"cap-notify": None}
+        available.update(dict.fromkeys(CAPABILITIES))
         if accounts.portal is not None and self.credentialsAllowed():
             available["sasl"] = ",".join(MECHANISMS)
         if accounts.stsPort is not None:
@@ -85,6 +87,13 @@ class AccountCommands:
             else:
                 available["sts"] = f"port={accounts.stsPort}"
         return available
+
+    def setCapabilities(self, capabilities: frozenset[str]) -> None:
+        """
+        Enable exactly C{capabilities}, here and in the chat service.
+        """
+        self.capabilities = frozenset(capabilities)
+        self.service.setCapabilities(self.user, self.capabilities)
 
     def irc_CAP(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -97,7 +106,7 @@ class AccountCommands:
             if len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302:
                 self._cap302 = True
                 # CAP LS 302 implies cap-notify (IRCv3).
-                self.capabilities = self.capabilities | {"cap-notify"}
+                self.setCapabilities(self.capabilities | {"cap-notify"})
             offered = [
                 f"{name}={value}" if value and self._cap302 else name
                 for name, value in sorted(self.availableCapabilities().items())
@@ -135,7 +144,7 @@ class AccountCommands:
         if not enable and not disable:
             self.send("CAP", nick, "NAK", truncateText(requested, 400))
             return
-        self.capabilities = (self.capabilities | enable) - disable
+        self.setCapabilities((self.capabilities | enable) - disable)
         self.send("CAP", nick, "ACK", truncateText(requested, 400))
 
     # Logging in

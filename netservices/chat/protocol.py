@@ -5,8 +5,13 @@ send queue and keep-alive.  What users and channels are lives in the chat
 service (L{netservices.chat.interfaces.IChatService}); this module turns
 lines into calls on it and its answers into numerics.
 
+The IRCv3 commands (TAGMSG, SETNAME, CHATHISTORY, MONITOR) and labeled
+responses are in L{netservices.chat.extensions}, the capability and
+account commands in L{netservices.chat.login}.
+
 Limits, all in L{ConnectionSettings}:
- - lines of at most 512 bytes (longer ones get 417 and are dropped);
+ - lines of at most 512 bytes, plus a tag section of at most 4094 bytes
+   (IRCv3 message-tags; longer ones get 417 and are dropped);
  - flood control by fake lag: a burst of lines is handled at once, then a
    steady rate; lines beyond it wait in the receive queue, and a client
    whose receive queue passes C{recvq} bytes is disconnected with
@@ -43,6 +48,7 @@ from netservices._common.eager import setNoDelay
 from netservices._common.logs import RefusalLog
 from netservices._common.ratelimit import TokenBucket
 from netservices.chat import numerics
+from netservices.chat.extensions import ExtensionCommands, isupportExtensions
 from netservices.chat.interfaces import IChatClient
 from netservices.chat.login import AccountCommands, AccountSettings, NeedMoreParams
 from netservices.chat.service import (
@@ -59,6 +65,7 @@ from netservices.chat.wire import (
     CHANNELLEN,
     CHANTYPES,
     KICKLEN,
+    MAX_CLIENT_TAGS,
     MAX_LINE,
     NICKLEN,
     TOO_LONG,
@@ -68,6 +75,7 @@ from netservices.chat.wire import (
     LineFramer,
     Refusal,
     cleanUsername,
+    echoParam,
     encode,
     foldCase,
     maskPattern,
@@ -138,6 +146,7 @@ def isupportTokens(info: ServerInfo, service: ChatService) -> list[str]:
         f"TARGMAX=PRIVMSG:{limits.maxTargets},NOTICE:{limits.maxTargets},JOIN:,PART:,KICK:4,WHOIS:1,NAMES:,LIST:",
         f"TOPICLEN={TOPICLEN}",
         f"USERLEN={USERLEN}",
+        *isupportExtensions(service),
     ]
 
 
@@ -151,7 +160,7 @@ MODES_PER_COMMAND = 4
 
 
 @implementer(IChatClient, IPushProducer, IHandshakeListener)
-class ChatConnection(AccountCommands, Protocol):
+class ChatConnection(AccountCommands, ExtensionCommands, Protocol):
     """
     One client connection.  It is its transport's streaming producer: when
     the transport's buffer is full (the client is not reading), lines wait
@@ -172,7 +181,8 @@ class ChatConnection(AccountCommands, Protocol):
         "_closingSince", "_quitReason", "_capNegotiating", "_username",
         "_realname", "_drainCall", "_lagged", "_laggedBytes", "_out", "_queue",
         "_queued", "_handshaking", "capabilities", "_cap302", "_sasl",
-        "_authenticating", "_password", "nickDeadline",
+        "_authenticating", "_password", "nickDeadline", "_lineTags",
+        "_batches",
     )
 
     @property
@@ -209,7 +219,9 @@ class ChatConnection(AccountCommands, Protocol):
         self._authenticating = False
         self._password: str | None = None
         self.nickDeadline: float | None = None
-        self.framer = LineFramer(MAX_LINE)
+        self._lineTags: tuple[tuple[str, str], ...] = ()
+        self._batches = 0
+        self.framer = LineFramer(MAX_LINE, MAX_CLIENT_TAGS)
         rate = factory.settings.floodRate
         self.bucket = TokenBucket(rate, factory.settings.floodBurst, now) if rate > 0 else None
         # Lines waiting for flood control; made only when some must wait.
@@ -302,6 +314,18 @@ class ChatConnection(AccountCommands, Protocol):
         if isinstance(message, Refusal):
             self.refuse(message.reason)
             return
+        self._lineTags = tags = message.tags
+        if tags and "labeled-response" in self.capabilities:
+            label = message.tag("label")
+            if label and len(label.encode("utf-8")) <= 64:
+                self.labelled(label, self._dispatch, message)
+                return
+        self._dispatch(message)
+
+    def _dispatch(self, message) -> None:
+        """
+        Run the handler of one parsed message.
+        """
         command = message.command
         if not self.user.registered and command not in BEFORE_REGISTRATION:
             if hasattr(self, "irc_" + command):
@@ -400,13 +424,13 @@ class ChatConnection(AccountCommands, Protocol):
         Send a numeric reply addressed to this user.  Middle parameters
         that echo a name a client sent and cannot be sent as they are
         (given as a last parameter with spaces or a leading C{:}, or too
-        long for the line) are cut or replaced: see L{_echo}.
+        long for the line) are cut or replaced: see L{echoParam}.
         """
         server, nick = self.service.serverName, self.user.nick or "*"
         try:
             line = encode(server, numeric, nick, *params)
         except EncodingError:
-            middle = [_echo(param) for param in params[:-1]]
+            middle = [echoParam(param) for param in params[:-1]]
             line = encode(server, numeric, nick, *middle, *params[-1:])
         self.deliver(line)
 
@@ -645,6 +669,7 @@ class ChatConnection(AccountCommands, Protocol):
             if channel.topic:
                 self._sendTopic(channel)
             self._sendNames(channel)
+            self.replayHistory(channel)
 
     def irc_PART(self, params: tuple[str, ...]) -> None:
         if not params or not params[0]:
@@ -675,8 +700,10 @@ class ChatConnection(AccountCommands, Protocol):
         user = self.user
         member = user in channel.members
         symbol = "@" if "s" in channel.modes else "="
+        every = "multi-prefix" in self.capabilities
+        full = "userhost-in-names" in self.capabilities
         names = [
-            channel.prefixOf(other) + other.nick
+            channel.prefixOf(other, every) + (other.prefix if full else other.nick)
             for other in channel.members
             if member or not other.invisible
         ]
@@ -878,7 +905,10 @@ class ChatConnection(AccountCommands, Protocol):
         limit = self.service.limits.maxTargets
         for target in targets[:limit]:
             try:
-                recipient = self.service.sendMessage(self.user, command, target, text)
+                recipient = self.service.sendMessage(
+                    self.user, command, target, text,
+                    self.clientTags() if self._lineTags else (),
+                )
             except ChatError as e:
                 if not quiet:
                     self.sendNumeric(e.numeric, *e.params)
@@ -949,14 +979,35 @@ class ChatConnection(AccountCommands, Protocol):
                         pattern.match(other.folded) or pattern.match(other.foldedPrefix)
                     ):
                         replies.append(("*", other))
+        fields = token = None
+        if len(params) > 1 and params[1][:1] == "%":
+            # WHOX: the fields asked for, in their fixed order, and a token.
+            fields, _, token = params[1][1:].partition(",")
+            if not (token.isascii() and token.isdigit() and len(token) <= 3):
+                token = "0"
+        every = "multi-prefix" in self.capabilities
         for where, other in replies:
             status = "G" if other.away is not None else "H"
+            if other.oper:
+                status += "*"
             channel = service.findChannel(where) if where != "*" else None
             if channel is not None:
-                status += channel.prefixOf(other)
+                status += channel.prefixOf(other, every)
+            if fields is None:
+                self.sendNumeric(
+                    numerics.RPL_WHOREPLY, where, other.username, other.host,
+                    service.serverName, other.nick, status, f"0 {other.realname}",
+                )
+                continue
+            values = {
+                "t": token, "c": where, "u": other.username, "i": other.host,
+                "h": other.host, "s": service.serverName, "n": other.nick,
+                "f": status, "d": "0",
+                "l": str(max(0, int(self.clock.seconds() - other.lastSpoke))),
+                "a": other.account or "0", "o": "n/a", "r": other.realname,
+            }
             self.sendNumeric(
-                numerics.RPL_WHOREPLY, where, other.username, other.host,
-                service.serverName, other.nick, status, f"0 {other.realname}",
+                numerics.RPL_WHOSPCRPL, *(values[f] for f in "tcuihsnfdlaor" if f in fields)
             )
         self.sendNumeric(numerics.RPL_ENDOFWHO, truncateText(mask, 64), "End of WHO list")
 
@@ -975,7 +1026,7 @@ class ChatConnection(AccountCommands, Protocol):
             numerics.RPL_WHOISUSER, user.nick, user.username, user.host, "*", user.realname
         )
         channels = [
-            channel.prefixOf(user) + channel.name
+            channel.prefixOf(user, "multi-prefix" in self.capabilities) + channel.name
             for channel in user.channels.values()
             if service.channelVisible(me, channel)
         ]
@@ -998,17 +1049,6 @@ class ChatConnection(AccountCommands, Protocol):
             "seconds idle, signon time",
         )
         self.sendNumeric(numerics.RPL_ENDOFWHOIS, user.nick, "End of /WHOIS list")
-
-
-def _echo(param: str) -> str:
-    """
-    @return: C{param}, something a client sent, as a middle parameter:
-        C{*} when it is empty, starts with C{:} or has a space, CR, LF or
-        NUL; else cut to 64 bytes.
-    """
-    if not param or param[0] == ":" or any(c in param for c in " \r\n\0"):
-        return "*"
-    return truncateText(param, 64)
 
 
 class ChatFactory(Factory):

@@ -5,8 +5,13 @@ sockets.  Connections call it through L{IChatService}; it answers through
 each user's L{IChatClient}.
 
 A relayed message is encoded once and the same bytes are given to every
-recipient.  Every action in a channel is checked by
-L{netservices.chat.authz.authorize} when it happens.
+recipient; members whose IRCv3 capabilities change the bytes (tags,
+extended-join) get the same bytes per variant (L{netservices.chat.ircv3}).
+Every action in a channel is checked by
+L{netservices.chat.authz.authorize} when it happens.  The service also
+sends the IRCv3 notifications (away-notify, account-notify,
+invite-notify, setname, echo-message) and keeps each channel's recent
+history.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from netservices.chat import numerics
 from netservices.chat.authz import Action, Denied, authorize, isChannelOperator
 from netservices.chat.directory import MemoryDirectory
 from netservices.chat.interfaces import IChatClient, IChatService
+from netservices.chat.ircv3 import TAGS, History, MessageIds, Relayed, tagMask
+from netservices.chat.store import HistoryEntry
+
 if TYPE_CHECKING:
     from netservices.chat.store import ChannelRecord
 
@@ -65,12 +73,17 @@ class ChatLimits:
     @ivar maxInvites: pending invitations remembered per channel (the
         oldest are forgotten first).
     @ivar maxTargets: targets of one C{PRIVMSG}/C{NOTICE}.
+    @ivar history: C{PRIVMSG}s and C{NOTICE}s each channel keeps (0: no
+        history).
+    @ivar monitor: nicks one user may C{MONITOR}.
     """
 
     maxChannels: int = 50
     maxBans: int = 100
     maxInvites: int = 100
     maxTargets: int = 4
+    history: int = 100
+    monitor: int = 100
 
 
 class User:
@@ -86,6 +99,11 @@ class User:
     @ivar account: the account the user logged in to, or L{None}.
     @ivar oper: user mode C{+o}: an IRC operator.
     @ivar wallops: user mode C{+w}: receives WALLOPS.
+    @ivar caps: the IRCv3 capabilities the client enabled.
+    @ivar monitoring: the nicks the user C{MONITOR}s, as given, by folded
+        nick; L{None} for none.
+    @ivar tagMask: the bits of C{caps} that change relayed bytes
+        (L{netservices.chat.ircv3.tagMask}).
     """
 
     # One per connection, thousands at once: no instance dict.
@@ -93,6 +111,7 @@ class User:
         "client", "host", "secure", "signon", "lastSpoke", "channels",
         "registered", "invisible", "away", "nick", "folded", "username",
         "realname", "prefix", "_foldedPrefix", "account", "oper", "wallops",
+        "caps", "tagMask", "monitoring",
     )
 
     def __init__(self, client: IChatClient, host: str, secure: bool, now: float) -> None:
@@ -116,6 +135,9 @@ class User:
         self.account: str | None = None
         self.oper = False
         self.wallops = False
+        self.caps: frozenset[str] = frozenset()
+        self.tagMask = 0
+        self.monitoring: dict[str, str] | None = None
 
     def _rebuildPrefix(self) -> None:
         self.prefix = f"{self.nick}!{self.username}@{self.host}"
@@ -142,6 +164,9 @@ class Channel:
     @ivar invited: folded nicks invited while C{+i} matters.
     @ivar record: for a registered channel, its stored record (founder,
         operators), kept in step with the channel.
+    @ivar capable: how many members have a non-zero C{tagMask} (0: every
+        member gets the plain line).
+    @ivar history: the recent messages, or L{None} when none are kept.
     """
 
     topic = ""
@@ -159,6 +184,8 @@ class Channel:
         self.modes: set[str] = {"n", "t"}
         self.bans: dict[str, object] = {}
         self.invited: OrderedDict[str, None] = OrderedDict()
+        self.capable = 0
+        self.history: History | None = None
 
     def isBanned(self, user: User) -> bool:
         """
@@ -167,12 +194,15 @@ class Channel:
         folded = user.foldedPrefix
         return any(pattern.match(folded) for pattern in self.bans.values())
 
-    def prefixOf(self, user: User) -> str:
+    def prefixOf(self, user: User, every: bool = False) -> str:
         """
+        @param every: all prefixes (IRCv3 multi-prefix), highest first.
         @return: the highest membership prefix of a member (C{@}, C{+} or
             nothing).
         """
         status = self.members.get(user, "")
+        if every:
+            return ("@" if "o" in status else "") + ("+" if "v" in status else "")
         return "@" if "o" in status else "+" if "v" in status else ""
 
     def modeString(self, showSecrets: bool) -> tuple[str, ...]:
@@ -254,6 +284,9 @@ class ChatService:
         self.unregisteredCount = 0
         self.invisibleCount = 0
         self.counts = {"messages": 0, "deliveries": 0}
+        self.msgids = MessageIds()
+        # MONITOR: the users watching each folded nick.
+        self.watchers: dict[str, set[User]] = {}
 
     # Users
 
@@ -274,14 +307,17 @@ class ChatService:
         if user.folded is not None and user.folded != folded:
             del self.users[user.folded]
         self.users[folded] = user
+        oldNick, oldFolded = user.nick, user.folded
         user.nick, user.folded = nick, folded
         if not user.registered:
             return
         user._rebuildPrefix()
-        line = encode(old, "NICK", nick)
-        user.client.deliver(line)
-        for peer in self._peersOf(user):
-            peer.client.deliver(line)
+        if oldFolded != folded:
+            self._presence(oldNick, oldFolded, None)
+            self._presence(nick, folded, user)
+        peers = self._peersOf(user)
+        peers.add(user)
+        self._toUsers(peers, encode(old, "NICK", nick))
 
     def register(self, user: User, username: str, realname: str) -> None:
         if user.registered or user.nick is None:
@@ -291,12 +327,11 @@ class ChatService:
         user._rebuildPrefix()
         self.unregisteredCount -= 1
         self.registeredCount += 1
+        self._presence(user.nick, user.folded, user)
 
     def quit(self, user: User, reason: str) -> None:
         if user.registered:
-            line = encode(user.prefix, "QUIT", reason)
-            for peer in self._peersOf(user):
-                peer.client.deliver(line)
+            self._toUsers(self._peersOf(user), encode(user.prefix, "QUIT", reason))
             for channel in list(user.channels.values()):
                 self._removeMember(channel, user)
             self.registeredCount -= 1
@@ -304,13 +339,60 @@ class ChatService:
                 self.invisibleCount -= 1
         else:
             self.unregisteredCount -= 1
+        wasRegistered = user.registered
         if user.folded is not None and self.users.get(user.folded) is user:
             del self.users[user.folded]
         user.registered = False
+        if wasRegistered:
+            self._presence(user.nick, user.folded, None)
+        self.monitorClear(user)
         user.folded = None
 
     def setAway(self, user: User, message: str | None) -> None:
         user.away = truncateText(message, AWAYLEN) if message else None
+        if user.registered:
+            params = (user.away,) if user.away is not None else ()
+            self._toUsers(
+                self._peersOf(user), encode(user.prefix, "AWAY", *params), "away-notify"
+            )
+
+    def setCapabilities(self, user: User, capabilities: frozenset[str]) -> None:
+        """
+        Note the IRCv3 capabilities C{user}'s client enabled.
+        """
+        old = user.tagMask
+        user.caps = capabilities
+        new = user.tagMask = tagMask(capabilities)
+        if bool(old) != bool(new):
+            for channel in user.channels.values():
+                channel.capable += 1 if new else -1
+
+    def setRealname(self, user: User, realname: str) -> None:
+        """
+        Change C{user}'s real name (IRCv3 setname), telling those who
+        share a channel and the user itself, if they enabled C{setname}.
+        """
+        user.realname = realname
+        peers = self._peersOf(user)
+        peers.add(user)
+        self._toUsers(peers, encode(user.prefix, "SETNAME", realname), "setname")
+
+    def _toUsers(self, users: Iterable[User], line: bytes, capability: str | None = None) -> None:
+        """
+        Give C{line} to C{users} (only those that enabled C{capability},
+        if given), with the tags each one asked for.
+        """
+        event = None
+        for other in users:
+            if capability is not None and capability not in other.caps:
+                continue
+            mask = other.tagMask
+            if mask:
+                if event is None:
+                    event = Relayed(line, self.clock.seconds())
+                other.client.deliver(event.bytesFor(mask))
+            else:
+                other.client.deliver(line)
 
     def setInvisible(self, user: User, invisible: bool) -> None:
         """
@@ -353,6 +435,69 @@ class ChatService:
             members).
         """
         return "s" not in channel.modes or viewer in channel.members
+
+    # MONITOR
+
+    def _presence(self, nick: str, folded: str, user: User | None) -> None:
+        """
+        Tell those who monitor C{nick} that it is now online as C{user}
+        (730) or offline (L{None}: 731).
+        """
+        watchers = self.watchers.get(folded)
+        if not watchers:
+            return
+        for watcher in list(watchers):
+            if watcher is user:
+                continue
+            if user is None:
+                line = encode(self.serverName, numerics.RPL_MONOFFLINE, watcher.nick, nick)
+            else:
+                line = encode(self.serverName, numerics.RPL_MONONLINE, watcher.nick, user.prefix)
+            watcher.client.deliver(line)
+
+    def monitorAdd(self, user: User, nicks: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """
+        Add nicks to C{user}'s monitor list, as far as it has room.
+
+        @return: the online prefixes, the offline nicks, and the nicks
+            refused because the list is full.
+        """
+        monitoring = user.monitoring
+        if monitoring is None:
+            monitoring = user.monitoring = {}
+        online, offline, refused = [], [], []
+        for nick in nicks:
+            if not validNick(nick):
+                continue
+            folded = foldCase(nick)
+            if folded not in monitoring:
+                if len(monitoring) >= self.limits.monitor:
+                    refused.append(nick)
+                    continue
+                monitoring[folded] = nick
+                self.watchers.setdefault(folded, set()).add(user)
+            found = self.findUser(nick)
+            if found is not None:
+                online.append(found.prefix)
+            else:
+                offline.append(nick)
+        return online, offline, refused
+
+    def monitorRemove(self, user: User, nicks: list[str]) -> None:
+        monitoring = user.monitoring or {}
+        for nick in nicks:
+            folded = foldCase(nick)
+            if monitoring.pop(folded, None) is not None:
+                watchers = self.watchers.get(folded)
+                if watchers is not None:
+                    watchers.discard(user)
+                    if not watchers:
+                        del self.watchers[folded]
+
+    def monitorClear(self, user: User) -> None:
+        if user.monitoring:
+            self.monitorRemove(user, list(user.monitoring.values()))
+        user.monitoring = None
 
     # Channels
 
@@ -405,7 +550,21 @@ class ChatService:
         channel.invited.pop(user.folded, None)
         channel.members[user] = status
         user.channels[channel.folded] = channel
-        self._relay(channel, encode(user.prefix, "JOIN", channel.name), None)
+        if user.tagMask:
+            channel.capable += 1
+        if channel.history is None and self.limits.history > 0:
+            channel.history = History(self.limits.history)
+        line = encode(user.prefix, "JOIN", channel.name)
+        event = None
+        if channel.capable:
+            extended = encode(user.prefix, "JOIN", channel.name, user.account or "*", user.realname)
+            event = Relayed(line, self.clock.seconds(), extended=extended)
+        self._relay(channel, line, None, event)
+        if user.away is not None:
+            self._toUsers(
+                (m for m in channel.members if m is not user),
+                encode(user.prefix, "AWAY", user.away), "away-notify",
+            )
         return channel
 
     def _restore(self, record: ChannelRecord) -> Channel:
@@ -420,6 +579,11 @@ class ChatService:
         channel.topicTime = record.topicTime
         for mask in record.bans[: self.limits.maxBans]:
             channel.bans[mask] = maskPattern(mask)
+        if self.limits.history > 0:
+            channel.history = History(self.limits.history, (
+                Relayed(e.line, e.time, e.msgid, e.account, e.tags)
+                for e in self.directory.channelHistory(record.name)
+            ))
         return channel
 
     def _save(self, channel: Channel) -> None:
@@ -443,9 +607,15 @@ class ChatService:
 
     def login(self, user: User, account: str) -> None:
         """
-        Note that C{user} logged in to C{account}.
+        Note that C{user} logged in to C{account}; those who share a
+        channel, and the user, are told if they enabled
+        C{account-notify}.
         """
         user.account = account
+        if user.registered:
+            peers = self._peersOf(user)
+            peers.add(user)
+            self._toUsers(peers, encode(user.prefix, "ACCOUNT", account), "account-notify")
 
     def part(self, user: User, name: str, reason: str | None) -> None:
         channel = self._existingChannel(name)
@@ -465,43 +635,101 @@ class ChatService:
     def _removeMember(self, channel: Channel, user: User) -> None:
         del channel.members[user]
         del user.channels[channel.folded]
+        if user.tagMask:
+            channel.capable -= 1
         if not channel.members:
             del self.channels[channel.folded]
 
-    def _relay(self, channel: Channel, line: bytes, skip: User | None) -> None:
+    def _relay(
+        self,
+        channel: Channel,
+        line: bytes,
+        skip: User | None,
+        event: Relayed | None = None,
+        requires: int = 0,
+    ) -> None:
         """
-        Give the same encoded line to every member but C{skip}.
+        Give the same encoded line to every member but C{skip}; members
+        with IRCv3 tag capabilities get C{event}'s bytes for their mask
+        (one bytes object per mask).
+
+        @param requires: capability bits a member must have to get the
+            event at all (L{TAGS} for C{TAGMSG}).
         """
         delivered = 0
         # A copy: a delivery can end a member's connection (its send queue
         # overflows), which removes it from the channel.
-        for member in list(channel.members):
-            if member is not skip:
-                member.client.deliver(line)
-                delivered += 1
+        members = list(channel.members)
+        if not channel.capable and not requires:
+            for member in members:
+                if member is not skip:
+                    member.client.deliver(line)
+                    delivered += 1
+        else:
+            if event is None:
+                event = Relayed(line, self.clock.seconds())
+            for member in members:
+                if member is not skip:
+                    mask = member.tagMask
+                    if mask & requires != requires:
+                        continue
+                    member.client.deliver(event.bytesFor(mask) if mask else line)
+                    delivered += 1
         self.counts["deliveries"] += delivered
 
-    def sendMessage(self, user: User, command: str, target: str, text: str) -> User | None:
+    def sendMessage(
+        self,
+        user: User,
+        command: str,
+        target: str,
+        text: str | None,
+        tags: tuple[tuple[str, str], ...] = (),
+    ) -> User | None:
         """
+        Relay a C{PRIVMSG}, C{NOTICE} or (with C{text} L{None}) C{TAGMSG},
+        with the sender's client-only C{tags}, to a channel or a nick; the
+        sender gets it back if it enabled C{echo-message}.  Channel
+        C{PRIVMSG}s and C{NOTICE}s go into the channel's history.
+
         @return: the recipient when C{target} is a nick, so that the sender
             can be told it is away.
         """
+        now = self.clock.seconds()
+        text = () if text is None else (text,)
+        requires = TAGS if command == "TAGMSG" else 0
+        echo = "echo-message" in user.caps
         if target[:1] == "#":
             channel = self._existingChannel(target)
             denial = authorize(Action.SPEAK, user, channel)
             if denial is not None:
                 raise ChatError.denied(denial, channel.name)
             self.counts["messages"] += 1
-            user.lastSpoke = self.clock.seconds()
-            self._relay(channel, encode(user.prefix, command, channel.name, text), user)
+            user.lastSpoke = now
+            line = encode(user.prefix, command, channel.name, *text)
+            event = Relayed(line, now, None, user.account, tags, ids=self.msgids)
+            self._relay(channel, line, None if echo else user, event, requires)
+            if not requires and channel.history is not None:
+                channel.history.add(event)
+                if channel.record is not None:
+                    self.directory.saveHistory(channel.name, HistoryEntry(
+                        now, event.msgid, line, user.account, tags
+                    ), self.limits.history)
             return None
         recipient = self.findUser(target)
         if recipient is None:
             raise ChatError(numerics.ERR_NOSUCHNICK, target, "No such nick/channel")
         self.counts["messages"] += 1
-        self.counts["deliveries"] += 1
-        user.lastSpoke = self.clock.seconds()
-        recipient.client.deliver(encode(user.prefix, command, recipient.nick, text))
+        user.lastSpoke = now
+        line = encode(user.prefix, command, recipient.nick, *text)
+        if not (recipient.tagMask or echo or requires):
+            self.counts["deliveries"] += 1
+            recipient.client.deliver(line)
+            return recipient
+        event = Relayed(line, now, None, user.account, tags, ids=self.msgids)
+        for other in (recipient, user) if echo else (recipient,):
+            if other.tagMask & requires == requires:
+                self.counts["deliveries"] += 1
+                other.client.deliver(event.bytesFor(other.tagMask))
         return recipient
 
     def setTopic(self, user: User, name: str, topic: str) -> None:
@@ -546,7 +774,11 @@ class ChatService:
         channel.invited.move_to_end(target.folded)
         while len(channel.invited) > self.limits.maxInvites:
             channel.invited.popitem(last=False)
-        target.client.deliver(encode(user.prefix, "INVITE", target.nick, channel.name))
+        line = encode(user.prefix, "INVITE", target.nick, channel.name)
+        self._toUsers((target,), line)
+        self._toUsers(
+            (m for m in channel.members if m is not user), line, "invite-notify"
+        )
 
     def changeChannelModes(
         self, user: User, name: str, changes: list[ModeChange]

@@ -50,8 +50,9 @@ from netservices.threaded.pool import DaemonThreadPool
 #: The file in the state directory.
 DATABASE_NAME = "chat.sqlite3"
 
-#: The schema this code reads and writes (C{PRAGMA user_version}).
-SCHEMA_VERSION = 1
+#: The schema this code reads and writes (C{PRAGMA user_version}): 1
+#: accounts, channels and settings; 2 adds channel history.
+SCHEMA_VERSION = 2
 
 #: Seconds a writer waits for another process's transaction to end.
 BUSY_TIMEOUT = 5.0
@@ -61,6 +62,9 @@ CHANNEL_MODES = "imnst"
 
 #: Longest ban list or operator list a record may hold.
 MAX_LIST = 1000
+
+#: Most history entries kept per registered channel (the oldest go first).
+MAX_HISTORY = 1000
 
 _SCHEMA = [
     """
@@ -91,6 +95,25 @@ _SCHEMA = [
     "CREATE INDEX channels_founder ON channels (founder)",
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
+
+#: Version 2: the recent messages of registered channels.
+_SCHEMA_2 = [
+    """
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL REFERENCES channels (folded) ON DELETE CASCADE,
+        time REAL NOT NULL,
+        msgid TEXT NOT NULL,
+        line BLOB NOT NULL,
+        account TEXT,
+        tags TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX history_channel ON history (channel, id)",
+]
+
+#: The statements that bring a file from version N-1 to version N.
+_MIGRATIONS = {1: _SCHEMA, 2: _SCHEMA_2}
 
 
 @attrs.frozen
@@ -142,6 +165,25 @@ class ChannelRecord:
     topicTime: int = 0
     bans: tuple[str, ...] = ()
     operators: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class HistoryEntry:
+    """
+    One message of a registered channel's history.
+
+    @ivar time: when it was sent (POSIX time).
+    @ivar msgid: its message id.
+    @ivar line: the message as relayed, without tags, CR LF included.
+    @ivar account: the sender's account, or L{None}.
+    @ivar tags: the sender's client-only tags.
+    """
+
+    time: float
+    msgid: str
+    line: bytes
+    account: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class StoreError(Exception):
@@ -363,9 +405,10 @@ class Store:
                     f"{self.path} has schema version {version}, newer than this"
                     f" version of netservices knows ({SCHEMA_VERSION})"
                 )
-            if version == 0:
-                for statement in _SCHEMA:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
                     db.execute(statement)
+            if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -634,6 +677,7 @@ class Store:
         """
         checkChannelName(name)
         with self._write() as db:
+            db.execute("DELETE FROM history WHERE channel = ?", (foldCase(name),))
             deleted = db.execute("DELETE FROM channels WHERE folded = ?", (foldCase(name),))
             if deleted.rowcount == 0:
                 raise NoSuchChannel(f"channel {name} is not registered")
@@ -645,6 +689,54 @@ class Store:
         return [
             self._record(row)
             for row in self._db.execute(f"SELECT {self._CHANNEL_COLUMNS} ORDER BY channels.folded")
+        ]
+
+    # History
+
+    def appendHistory(self, entries: list[tuple[str, HistoryEntry]], keep: int = MAX_HISTORY) -> None:
+        """
+        Add C{(channel, entry)} pairs to the history of registered
+        channels (entries of channels not registered are left out), and
+        keep only the last C{keep} entries (at most L{MAX_HISTORY}) of each.
+        """
+        keep = max(0, min(keep, MAX_HISTORY))
+        with self._write() as db:
+            touched = set()
+            for name, entry in entries:
+                folded = foldCase(name)
+                registered = db.execute(
+                    "SELECT 1 FROM channels WHERE folded = ?", (folded,)
+                ).fetchone()
+                if registered is None:
+                    continue
+                touched.add(folded)
+                db.execute(
+                    "INSERT INTO history (channel, time, msgid, line, account, tags)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (folded, entry.time, entry.msgid, entry.line, entry.account,
+                     json.dumps([list(pair) for pair in entry.tags])),
+                )
+            for folded in touched:
+                db.execute(
+                    "DELETE FROM history WHERE channel = ? AND id NOT IN"
+                    " (SELECT id FROM history WHERE channel = ? ORDER BY id DESC LIMIT ?)",
+                    (folded, folded, keep),
+                )
+
+    def getHistory(self, name: str, limit: int = MAX_HISTORY) -> list[HistoryEntry]:
+        """
+        @return: the last C{limit} entries of channel C{name}'s history,
+            oldest first.
+        """
+        rows = self._db.execute(
+            "SELECT time, msgid, line, account, tags FROM history WHERE channel = ?"
+            " ORDER BY id DESC LIMIT ?",
+            (foldCase(name), max(0, min(limit, MAX_HISTORY))),
+        ).fetchall()
+        return [
+            HistoryEntry(time, msgid, bytes(line), account,
+                         tuple((str(k), str(v)) for k, v in json.loads(tags)))
+            for time, msgid, line, account, tags in reversed(rows)
         ]
 
     # Settings
@@ -687,6 +779,8 @@ STORE_METHODS = (
     "saveChannel",
     "dropChannel",
     "listChannels",
+    "appendHistory",
+    "getHistory",
     "getSetting",
     "setSetting",
 )

@@ -40,6 +40,7 @@ from netservices.chat.accounts import (
     CertificateChecker,
     ChatRealm,
     CheckerService,
+    GivenChecker,
 )
 from netservices.chat.directory import StoreDirectory
 from netservices.chat.login import AccountSettings
@@ -179,6 +180,15 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             ChatLimits().maxChannels,
             "Channels one user may be in.",
             positiveInt,
+        ],
+        [
+            "history",
+            None,
+            ChatLimits().history,
+            "Messages (PRIVMSG and NOTICE) each channel keeps for replay on join"
+            " and CHATHISTORY, at most 1000; kept across restarts for registered"
+            " channels (0: no history).",
+            nonNegativeInt,
         ],
         [
             "tls-handshake-timeout",
@@ -367,7 +377,7 @@ def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiSe
         # --auth: passwords are checked by what the user gave; accounts in
         # the store still give operator rights.
         realm = ChatRealm(store, requireAccount=False)
-        checkers = [*given, CertificateChecker(store)]
+        checkers = [*map(GivenChecker, given), CertificateChecker(store)]
     else:
         realm = ChatRealm(store)
         checkers = [checker, CertificateChecker(store)]
@@ -408,7 +418,9 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
     directory = StoreDirectory(store, reactor)
     directory.setServiceParent(top)
     chat = ChatService(
-        name, reactor, ChatLimits(maxChannels=options["max-channels"]), directory
+        name, reactor,
+        ChatLimits(maxChannels=options["max-channels"], history=min(options["history"], 1000)),
+        directory,
     )
     refusals = RefusalLog(log, reactor, "input")
     stsPort, stsDuration = options.stsSettings()

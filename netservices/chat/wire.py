@@ -4,11 +4,14 @@ The IRC message format (modern.ircdocs.horse), on bytes, total in both
 directions.
 
 Incoming: L{LineFramer} cuts a byte stream into lines of at most 512
-bytes, and L{parseLine} turns one line into a L{Message} or a refusal; no
-input makes either raise.  Outgoing: L{encode} is the one way to build a
-line: it refuses CR, LF and NUL anywhere, spaces or a leading C{:} in
-middle parameters, and cuts an over-long last parameter at a character
-boundary, so no parameter can inject a second line.
+bytes (plus, where allowed, a tag section of at most 4094 bytes: IRCv3
+message-tags), and L{parseLine} turns one line into a L{Message} or a
+refusal; no input makes either raise.  Outgoing: L{encode} is the one way
+to build a line: it refuses CR, LF and NUL anywhere, spaces or a leading
+C{:} in middle parameters, and cuts an over-long last parameter at a
+character boundary, so no parameter can inject a second line;
+L{encodeTags} builds the tag section put in front of such a line, escaping
+values and refusing invalid keys.
 
 Names: L{foldCase} is the C{ascii} case mapping advertised in ISUPPORT;
 L{validNick} and L{validChannel} are the naming rules.
@@ -20,8 +23,15 @@ import re
 
 import attrs
 
-#: Longest line, CR LF included (RFC 1459 and modern IRC).
+#: Longest line, CR LF included (RFC 1459 and modern IRC), tags excluded.
 MAX_LINE = 512
+
+#: Longest tag section a client may send, without its C{@} and the space
+#: after it (IRCv3 message-tags).
+MAX_CLIENT_TAGS = 4094
+
+#: Longest tag section the server sends, C{@} and space included.
+MAX_SERVER_TAGS = 8191
 
 NICKLEN = 30
 CHANNELLEN = 50
@@ -38,10 +48,23 @@ class Message:
 
     @ivar command: the command in upper case, or a three-digit numeric.
     @ivar params: the parameters, the last one possibly with spaces.
+    @ivar tags: the message tags, unescaped, in the order sent (a key
+        sent twice keeps its last value); a tag without a value has
+        C{""}.
     """
 
     command: str
     params: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def tag(self, key: str) -> str | None:
+        """
+        @return: the value of tag C{key}, or L{None} if it was not sent.
+        """
+        for name, value in self.tags:
+            if name == key:
+                return value
+        return None
 
 
 @attrs.frozen
@@ -66,14 +89,32 @@ class LineFramer:
     dropped).  A line longer than C{maxLength} bytes, terminated or not, is
     discarded up to its end and reported once as L{TOO_LONG}; the buffer
     never holds more than C{maxLength} bytes.
+
+    With C{maxTags}, a line starting with C{@} may have a tag section of
+    up to C{maxTags} bytes (without the C{@} and the space after it) in
+    front of the C{maxLength} bytes (IRCv3 message-tags); the buffer then
+    holds at most C{maxLength + maxTags + 2} bytes.
     """
 
-    __slots__ = ("maxLength", "_buffer", "_discarding")
+    __slots__ = ("maxLength", "maxTags", "_buffer", "_discarding")
 
-    def __init__(self, maxLength: int = MAX_LINE) -> None:
+    def __init__(self, maxLength: int = MAX_LINE, maxTags: int = 0) -> None:
         self.maxLength = maxLength
+        self.maxTags = maxTags
         self._buffer = b""
         self._discarding = False
+
+    def _tooLong(self, line: bytes, complete: bool) -> bool:
+        """
+        @return: whether C{line}, longer than C{maxLength - 1} bytes, is
+            too long even with its tag section set apart.
+        """
+        if not self.maxTags or line[:1] != b"@":
+            return True
+        space = line.find(b" ", 0, self.maxTags + 2)
+        if space < 0:
+            return complete or len(line) > self.maxTags + 1
+        return len(line) - space - 1 > self.maxLength - 1
 
     def feed(self, data: bytes) -> list[bytes]:
         """
@@ -89,7 +130,7 @@ class LineFramer:
             if self._discarding:
                 self._discarding = False
                 continue
-            if len(line) > limit:
+            if len(line) > limit and self._tooLong(line, True):
                 out.append(TOO_LONG)
                 continue
             if line.endswith(b"\r"):
@@ -98,7 +139,7 @@ class LineFramer:
                 out.append(line)
         if self._discarding:
             rest = b""
-        elif len(rest) > limit:
+        elif len(rest) > limit and self._tooLong(rest, False):
             out.append(TOO_LONG)
             self._discarding = True
             rest = b""
@@ -129,11 +170,14 @@ def parseLine(line: bytes) -> Message | Refusal:
         return Refusal("bare-cr")
     text = line.decode("utf-8", "replace")
     position, end = 0, len(text)
+    tags: tuple[tuple[str, str], ...] = ()
     for marker in "@:":
         while position < end and text[position] == " ":
             position += 1
         if position < end and text[position] == marker:
             space = text.find(" ", position)
+            if marker == "@":
+                tags = parseTags(text[position + 1 : end if space < 0 else space])
             position = end if space < 0 else space
     while position < end and text[position] == " ":
         position += 1
@@ -161,7 +205,89 @@ def parseLine(line: bytes) -> Message | Refusal:
             space = end
         params.append(text[position:space])
         position = space
-    return Message(command.upper(), tuple(params))
+    return Message(command.upper(), tuple(params), tags)
+
+
+#: A tag key: an optional client-only C{+}, an optional vendor (a host
+#: name) and C{/}, and a name of letters, digits and hyphens.
+_TAG_KEY = re.compile(r"\+?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?/)?[A-Za-z0-9-]+\Z")
+
+_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
+
+
+def validTagKey(key: str) -> bool:
+    """
+    @return: whether C{key} is a valid tag key (IRCv3 message-tags).
+    """
+    return _TAG_KEY.match(key) is not None
+
+
+def unescapeTagValue(value: str) -> str:
+    """
+    @return: a tag value as sent, unescaped: C{\\:} is C{;}, C{\\s} a
+        space, C{\\\\} a backslash, C{\\r} CR and C{\\n} LF; a backslash
+        before anything else is dropped, and so is a trailing one.
+    """
+    if "\\" not in value:
+        return value
+    out, index, end = [], 0, len(value)
+    while index < end:
+        character = value[index]
+        if character == "\\":
+            index += 1
+            if index < end:
+                following = value[index]
+                out.append(_UNESCAPES.get(following, following))
+        else:
+            out.append(character)
+        index += 1
+    return "".join(out)
+
+
+def escapeTagValue(value: str) -> str:
+    """
+    @return: C{value} escaped for a tag (the inverse of
+        L{unescapeTagValue}).
+    """
+    return value.translate(_ESCAPES)
+
+
+def parseTags(section: str) -> tuple[tuple[str, str], ...]:
+    """
+    @return: the tags of a tag section (without its C{@}), unescaped; tags
+        with invalid keys are left out, and a key sent twice keeps its
+        last value (in the place of its first).
+    """
+    tags: dict[str, str] = {}
+    for item in section.split(";"):
+        key, _, value = item.partition("=")
+        if validTagKey(key):
+            tags[key] = unescapeTagValue(value)
+    return tuple(tags.items())
+
+
+def encodeTags(tags) -> bytes:
+    """
+    @param tags: C{(key, value)} pairs; an empty value is sent as a key
+        alone.
+    @return: the tag section to put in front of a line: C{@} the tags and
+        a space, or C{b""} for no tags.
+
+    @raise EncodingError: for an invalid key, or a section longer than
+        L{MAX_SERVER_TAGS}.
+    """
+    if not tags:
+        return b""
+    parts = []
+    for key, value in tags:
+        if not validTagKey(key):
+            raise EncodingError(f"not a valid tag key: {key!r}")
+        parts.append(f"{key}={escapeTagValue(value)}" if value else key)
+    section = ("@" + ";".join(parts) + " ").encode("utf-8")
+    if len(section) > MAX_SERVER_TAGS:
+        raise EncodingError("tags overflow their section")
+    return section
 
 
 class EncodingError(ValueError):
@@ -170,9 +296,12 @@ class EncodingError(ValueError):
     """
 
 
-def encode(source: str | None, command: str, *params: str) -> bytes:
+def encode(source: str | None, command: str, *params: str, tags=None) -> bytes:
     """
-    Build one line, CR LF included, of at most L{MAX_LINE} bytes.
+    Build one line, CR LF included, of at most L{MAX_LINE} bytes after its
+    tags.
+
+    @param tags: C{(key, value)} pairs for L{encodeTags}, or L{None}.
 
     @param source: C{nick!user@host} or the server name, built by the
         server (never taken from a client); L{None} for none.
@@ -182,6 +311,8 @@ def encode(source: str | None, command: str, *params: str) -> bytes:
         C{:} or an empty middle parameter, or middle parameters that alone
         overflow the line.
     """
+    if tags:
+        return encodeTags(tags) + encode(source, command, *params)
     head = [f":{source}", command] if source else [command]
     for part in head:
         _checkMiddle(part, allowColon=part is head[0] and bool(source))
@@ -240,6 +371,17 @@ def truncateText(text: str, length: int) -> str:
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def echoParam(param: str) -> str:
+    """
+    @return: C{param}, something a client sent, as a middle parameter:
+        C{*} when it is empty, starts with C{:} or has a space, CR, LF or
+        NUL; else cut to 64 bytes.
+    """
+    if not param or param[0] == ":" or any(c in param for c in " \r\n\0"):
+        return "*"
+    return truncateText(param, 64)
 
 
 def foldCase(name: str) -> str:

@@ -548,9 +548,9 @@ class FakeSASLFactory(Factory):
         self.received: list[Message] = []
 
 
-class CommandTests(ChatTestCase):
+class ClientCommands:
     """
-    C{netservices chat-client} as a child process.
+    Running C{netservices chat-client} from a test.
     """
 
     def chatClient(self, *args: str):
@@ -568,6 +568,12 @@ class CommandTests(ChatTestCase):
         process = startInteractive(reactor, netservicesCommand(["chat-client", *args]))
         self.addCleanup(process.kill)
         return process
+
+
+class CommandTests(ClientCommands, ChatTestCase):
+    """
+    C{netservices chat-client} as a child process.
+    """
 
     async def test_usageAndRefused(self) -> None:
         """
@@ -746,3 +752,54 @@ class CommandTests(ChatTestCase):
         self.assertEqual(good.received[7].params, ("bob", "hi"))
         oneLineFailure(self, results[1], "SASL authentication failed", code=1)
         oneLineFailure(self, results[2], "does not offer SASL", code=1)
+
+
+class RealServerSASLTests(ClientCommands, ChatTestCase):
+    """
+    C{--sasl} against the real chat server and an account made with
+    C{netservices chat-admin}.
+    """
+
+    async def test_saslOverTLS(self) -> None:
+        """
+        Over TLS the right password logs in and the message is sent (status
+        0); a wrong one is refused with one line and status 1; the listener
+        sees the message from the logged-in user.
+        """
+        directory = self.temporaryDirectory()
+        pem, ca = writeCertificate(directory)
+        state, password, wrong = directory / "state", directory / "pw", directory / "wrong"
+        password.write_text("correct horse\n")
+        wrong.write_text("incorrect horse\n")
+        added = await runCommand(
+            reactor,
+            ["chat-admin", "--data-dir", str(state), "user", "add", "alice",
+             "--password-file", str(password)],
+        )
+        self.assertEqual(added[2], 0, added)
+        server = await self.startServer(
+            ["chat", "--data-dir", str(state), "--server-name", "irc.test",
+             "--listen", f"ssl:0:privateKey={pem}:interface=127.0.0.1"],
+            1,
+        )
+        [(_, port)] = server.addresses
+        address = f"ircs://localhost:{port}"
+        listener = self.startClient(
+            address, "--nick", "reader", "--ca", str(ca), "--listen", "#room", "--json"
+        )
+        listener.closeStdin()
+        await listener.nextLine(lambda line: '"join"' in line)
+        sent = await self.chatClient(
+            address, "--nick", "alice", "--ca", str(ca), "--sasl", "alice",
+            "--password-file", str(password), "--send", "#room", "logged in",
+        )
+        self.assertEqual(sent, (b"", b"", 0))
+        event = json.loads(await listener.nextLine(lambda line: '"message"' in line))
+        self.assertEqual((event["source"], event["text"]), ("alice", "logged in"))
+        refused = await self.chatClient(
+            address, "--nick", "alice", "--ca", str(ca), "--sasl", "alice",
+            "--password-file", str(wrong), "--send", "#room", "x",
+        )
+        oneLineFailure(self, refused, "SASL authentication failed", code=1)
+        listener.sendSignal("TERM")
+        self.assertEqual(await listener.finish(), 0, listener.stderr)

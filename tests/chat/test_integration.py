@@ -29,7 +29,10 @@ from netservices.testing import (
     connectIRCClient,
     enterNamespace,
     eventText,
+    fetchStream,
+    offeredCapabilities,
     oneLineFailure,
+    runCommand,
     runTwistd,
     scrapeMetrics,
     writeCertificate,
@@ -221,10 +224,9 @@ class ConversationTests(ChatTestCase):
         await self.assertFailure(misnamed, VerificationError)
 
 
-class ZeroConfigurationTests(ChatTestCase):
+class NamespaceTestCase(ChatTestCase):
     """
-    C{twistd -n netservices chat} with no listen options, in a network
-    namespace of its own, so that ports 6667 and 6697 are free.
+    Each test runs the chat server in a network namespace of its own.
     """
 
     def setUp(self) -> None:
@@ -243,22 +245,31 @@ class ZeroConfigurationTests(ChatTestCase):
         if completed.returncode:
             raise RuntimeError(f"ip {' '.join(argv)}: {completed.stderr.decode().strip()}")
 
-    def connectInside(self, endpoint, nickname: str) -> Deferred:
+    def connectInside(self, endpoint, nickname: str, register: bool = True) -> Deferred:
         """
         Connect a client from inside the namespace (its socket is made
         there; the reactor drives it like any other).
         """
         with enterNamespace(self.namespace):
-            return Deferred.fromCoroutine(self.connect(endpoint, nickname))
+            return Deferred.fromCoroutine(self.connect(endpoint, nickname, register))
 
-    async def startInside(self, state) -> object:
+    async def startInside(self, state, *args: str, listeners: int = 2) -> object:
         """
         Start C{twistd -n --pidfile= netservices chat --data-dir STATE}
         inside the namespace, and wait for its two listeners.
         """
         return await self.startServer(
-            ["chat", "--data-dir", str(state)], 2, prefix=["ip", "netns", "exec", self.namespace]
+            ["chat", "--data-dir", str(state), *args],
+            listeners,
+            prefix=["ip", "netns", "exec", self.namespace],
         )
+
+
+class ZeroConfigurationTests(NamespaceTestCase):
+    """
+    C{twistd -n netservices chat} with no listen options, in a network
+    namespace of its own, so that ports 6667 and 6697 are free.
+    """
 
     def certificateEvent(self, server) -> dict:
         """
@@ -489,3 +500,118 @@ class ReloadTests(ChatTestCase):
         alice.sendLine("MOTD")
         lines = await answer
         self.assertIn(f":{SERVER} 372 alice :- Welcome back", lines)
+
+
+class ClearTextCredentialsTests(NamespaceTestCase):
+    """
+    Credentials in clear from an address that is not loopback are refused
+    without being checked.
+    """
+
+    async def fetchInside(self, host: str, port: int, *lines: str) -> list[str]:
+        """
+        Send C{lines} from inside the namespace and read until the server
+        closes the connection.
+
+        @return: the lines received.
+        """
+        data = "".join(line + "\r\n" for line in lines).encode()
+        with enterNamespace(self.namespace):
+            answer = fetchStream(reactor, host, port, data, timeout=10)
+        return (await answer).data.decode().split("\r\n")[:-1]
+
+    async def test_refusedUnchecked(self) -> None:
+        """
+        From 10.77.0.1 (an address of the namespace that is not loopback)
+        C{sasl} is not offered, C{AUTHENTICATE} gets 904 and C{PASS} 464
+        and a close; from loopback the same password logs in.  The
+        checker saw one attempt: the loopback one.
+        """
+        # An address outside 127.0.0.0/8 (on lo, which every namespace has):
+        # connections to it come from it, so they are not from loopback.
+        self.ip("-n", self.namespace, "addr", "add", "10.77.0.1/32", "dev", "lo")
+        state = self.temporaryDirectory() / "state"
+        password = self.temporaryDirectory() / "password"
+        password.write_text("correct horse\n")
+        added = await runCommand(
+            reactor,
+            ["chat-admin", "--data-dir", str(state), "user", "add", "alice",
+             "--password-file", str(password)],
+        )
+        self.assertEqual(added, (b"added account alice\n", b"", 0))
+        server = await self.startInside(
+            state, "--server-name", SERVER,
+            "--listen", "tcp:6667:interface=10.77.0.1",
+            "--listen", "tcp:6668:interface=127.0.0.1",
+        )
+        outside = await self.fetchInside(
+            "10.77.0.1", 6667, "CAP LS 302", "AUTHENTICATE PLAIN", "QUIT"
+        )
+        self.assertEqual(
+            outside[:2],
+            [f":{SERVER} CAP * LS :{offeredCapabilities()}",
+             f":{SERVER} 904 * :SASL authentication failed"],
+        )
+        clear = await self.fetchInside(
+            "10.77.0.1", 6667, "PASS :alice:correct horse", "NICK alice", "USER a 0 * :a"
+        )
+        self.assertEqual(
+            clear,
+            [f":{SERVER} 464 alice :Password incorrect",
+             "ERROR :Closing Link: 10.77.0.1 (Credentials are only accepted over TLS)"],
+        )
+        local = await self.connectInside(tcp(6668, "127.0.0.1"), "z", register=False)
+        answer = local.linesUntil(isNumeric("001"))
+        for line in ("PASS :alice:correct horse", "NICK alice", "USER a 0 * :a"):
+            local.sendLine(line)
+        self.assertEqual(
+            await answer,
+            [f":{SERVER} 900 alice alice!*@127.0.0.1 alice :You are now logged in as alice",
+             f":{SERVER} 001 alice :Welcome to the netservices IRC Network alice!~a@127.0.0.1"],
+        )
+        self.assertEqual(await server.stop(), CLEAN_STOP)
+        [totals] = server.eventsMatching(lambda event: "hashed" in event)
+        self.assertEqual((totals["attempts"], totals["succeeded"]), (1, 1))
+        [refusals] = server.eventsMatching(
+            lambda event: event.get("refusals", {}).get("credentials-in-clear") is not None
+        )
+        self.assertEqual(refusals["refusals"]["credentials-in-clear"], 2)
+
+
+class GivenCheckerTests(ChatTestCase):
+    """
+    C{--auth}: passwords checked by a standard Twisted checker.
+    """
+
+    async def test_fileAndMemory(self) -> None:
+        """
+        With C{--auth file:USERS} and with C{--auth memory:...}, C{PASS}
+        logs in with the password given there and a wrong one is refused.
+        """
+        users = self.temporaryDirectory() / "users"
+        users.write_text("bob:secret-b\n")
+        for auth, account, password in [
+            (f"file:{users}", "bob", "secret-b"),
+            ("memory:carol:secret-c", "carol", "secret-c"),
+        ]:
+            server = await self.startServer(
+                ["chat", "--data-dir", str(self.temporaryDirectory()), "--server-name", SERVER,
+                 "--listen", "tcp:0:interface=127.0.0.1", "--auth", auth],
+                1,
+            )
+            [(host, port)] = server.addresses
+            good = await self.connect(tcp(port, host), "x", register=False)
+            answer = good.linesUntil(isNumeric("001"))
+            for line in (f"PASS :{account}:{password}", "NICK x", "USER x 0 * :x"):
+                good.sendLine(line)
+            self.assertEqual(
+                (await answer)[0],
+                f":{SERVER} 900 x x!*@127.0.0.1 {account} :You are now logged in as {account}",
+            )
+            bad = await fetchStream(
+                reactor, host, port, f"PASS :{account}:wrong\r\nNICK y\r\nUSER y 0 * :y\r\n".encode(),
+                timeout=10,
+            )
+            self.assertEqual(
+                bad.data.decode().split("\r\n")[0], f":{SERVER} 464 y :Password incorrect"
+            )

@@ -20,7 +20,7 @@ from netservices.chat.directory import AccountSummary, MemoryDirectory
 from netservices.chat.login import AccountSettings
 from netservices.chat.protocol import ConnectionSettings
 from netservices.chat.store import ChannelRecord
-from netservices.testing import FakeChatServer
+from netservices.testing import FakeChatServer, offeredCapabilities
 
 PASSWORDS = {"alice": "secret-alice", "root": "secret-root", "bob": "secret-bob"}
 
@@ -116,10 +116,10 @@ class CapabilityTests(LoginTestCase):
         elsewhere.
         """
         for connect, offered in [
-            ({"host": "127.0.0.1"}, "cap-notify sasl=PLAIN,EXTERNAL"),
-            ({"host": "::1"}, "cap-notify sasl=PLAIN,EXTERNAL"),
-            ({"host": "192.0.2.1", "secure": True}, "cap-notify sasl=PLAIN,EXTERNAL"),
-            ({"host": "192.0.2.1"}, "cap-notify"),
+            ({"host": "127.0.0.1"}, offeredCapabilities("sasl=PLAIN,EXTERNAL")),
+            ({"host": "::1"}, offeredCapabilities("sasl=PLAIN,EXTERNAL")),
+            ({"host": "192.0.2.1", "secure": True}, offeredCapabilities("sasl=PLAIN,EXTERNAL")),
+            ({"host": "192.0.2.1"}, offeredCapabilities()),
         ]:
             client = self.server.connect(**connect)
             client.send("CAP LS 302")
@@ -131,7 +131,7 @@ class CapabilityTests(LoginTestCase):
         """
         client = self.server.connect(host="127.0.0.1")
         client.send("CAP LS")
-        self.assertEqual(client.received(), [":irc.test CAP * LS :cap-notify sasl"])
+        self.assertEqual(client.received(), [f":irc.test CAP * LS :{offeredCapabilities('sasl')}"])
 
     def test_requestAllOrNothing(self) -> None:
         """
@@ -165,9 +165,10 @@ class STSTests(SynchronousTestCase):
         secure.send("CAP LS 302")
         self.assertEqual(
             plaintext.received(),
-            [":irc.test CAP * LS :cap-notify sts=port=6697", ":irc.test CAP * NAK :sts"],
+            [f":irc.test CAP * LS :{offeredCapabilities('sts=port=6697')}",
+             ":irc.test CAP * NAK :sts"],
         )
-        self.assertEqual(secure.received(), [":irc.test CAP * LS :cap-notify sts=duration=300"])
+        self.assertEqual(secure.received(), [f":irc.test CAP * LS :{offeredCapabilities('sts=duration=300')}"])
 
 
 class SASLTests(LoginTestCase):

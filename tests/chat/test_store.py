@@ -28,6 +28,7 @@ from netservices.chat.store import (
     ChannelExists,
     ChannelRecord,
     FingerprintInUse,
+    HistoryEntry,
     NoSuchAccount,
     NoSuchChannel,
     Store,
@@ -365,6 +366,56 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(self.store.listChannels(), [])
         self.assertIsNone(self.store.getChannel("not a channel"))
         self.assertRaises(ValueError, self.store.dropChannel, "lobby")
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    The history of registered channels in L{Store} (schema version 2).
+    """
+
+    def setUp(self):
+        self.store = openStore(self)
+        self.store.addAccount(Account("alice", HASH))
+        self.store.registerChannel(ChannelRecord("#Lobby", "alice"))
+
+    def entry(self, n: int) -> HistoryEntry:
+        return HistoryEntry(
+            1700000000.0 + n, f"id{n}", b":a!~a@h PRIVMSG #Lobby :%d\r\n" % n,
+            "alice" if n % 2 else None, (("+x", f"v {n};"),),
+        )
+
+    def test_roundTripBounded(self):
+        """
+        Entries come back oldest first, every field intact; each channel
+        keeps its last C{keep}; unregistered channels keep nothing; a
+        dropped channel's history goes with it.
+        """
+        self.store.appendHistory([("#lobby", self.entry(n)) for n in range(5)], keep=3)
+        self.store.appendHistory([("#other", self.entry(9))])
+        self.assertEqual(self.store.getHistory("#LOBBY"), [self.entry(n) for n in (2, 3, 4)])
+        self.assertEqual(self.store.getHistory("#Lobby", 1), [self.entry(4)])
+        self.assertEqual(self.store.getHistory("#other"), [])
+        self.store.dropChannel("#Lobby")
+        self.assertEqual(self.store._db.execute("SELECT COUNT(*) FROM history").fetchone(), (0,))
+
+    def test_migrationFromVersion1(self):
+        """
+        A version 1 file (no history table) is brought to version 2, its
+        accounts and channels intact.
+        """
+        path = temporaryDirectory(self) / DATABASE_NAME
+        store = Store.open(path)
+        store.addAccount(Account("alice", HASH))
+        store._db.execute("DROP TABLE history")
+        store._db.execute("PRAGMA user_version = 1")
+        store.close()
+        store = Store.open(path)
+        self.addCleanup(store.close)
+        self.assertEqual(store.schemaVersion(), 2)
+        self.assertEqual(store.getAccount("alice"), Account("alice", HASH))
+        store.registerChannel(ChannelRecord("#a", "alice"))
+        store.appendHistory([("#a", self.entry(1))])
+        self.assertEqual(store.getHistory("#a"), [self.entry(1)])
 
 
 class SettingTests(SynchronousTestCase):

@@ -111,6 +111,18 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len([s for s in top if isinstance(s, StreamListener)]), 1)
         self.assertFalse((directory / "tls-cert.pem").exists())
 
+    def test_history(self) -> None:
+        """
+        --history sets how many messages each channel keeps (100 by
+        default, at most 1000, 0 for none).
+        """
+        for argv, kept in ([(), 100], [("--history", "5"), 5], [("--history", "0"), 0],
+                           [("--history", "5000"), 1000]):
+            options = parse("--data-dir", self.mktemp(), "--port", "0", *argv)
+            top = makeService(options, options.reactor)
+            self.assertEqual(top.factory.service.limits.history, kept, argv)
+        self.assertRaises(usage.UsageError, parse, "--history", "-1")
+
     def test_unusableDataDirectory(self) -> None:
         """
         A state directory that cannot be made is a one-line exit.

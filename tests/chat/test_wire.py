@@ -94,12 +94,14 @@ class ParseLineTests(SynchronousTestCase):
         self.assertEqual(parseLine(b"TOPIC #a :"), Message("TOPIC", ("#a", "")))
         self.assertEqual(parseLine(b"JOIN #a key"), Message("JOIN", ("#a", "key")))
 
-    def test_sourceAndTagsIgnored(self) -> None:
+    def test_sourceIgnoredTagsKept(self) -> None:
         """
-        A source or tags sent by a client are skipped, never used.
+        A source sent by a client is skipped, never used; its tags are
+        kept, unescaped.
         """
         self.assertEqual(
-            parseLine(b"@a=b :admin!x@y PRIVMSG #a :hi"), Message("PRIVMSG", ("#a", "hi"))
+            parseLine(b"@a=b :admin!x@y PRIVMSG #a :hi"),
+            Message("PRIVMSG", ("#a", "hi"), (("a", "b"),)),
         )
 
     def test_fifteenParameters(self) -> None:
