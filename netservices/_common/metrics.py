@@ -29,6 +29,11 @@ never from peers.  Callbacks registered under one name are summed, so two
 listeners' factories make one metric.  Scrapes are served in the reactor
 thread (not in a thread pool as C{prometheus_client.twisted} does), so the
 callbacks may read the service's state without locks.
+
+A C{--workers} parent has no counters of its own to read: its
+L{ServiceMetrics.refreshers} ask the workers for their L{snapshots
+<ServiceMetrics.snapshot>} before each scrape is answered (see
+L{netservices._common.workers}).
 """
 
 from __future__ import annotations
@@ -40,8 +45,12 @@ import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
+
+log = Logger(namespace="netservices.metrics")
 
 #: The prefix of every metric name.
 PREFIX = "netservices_"
@@ -66,10 +75,13 @@ class ServiceMetrics:
     @ivar registry: the service's own L{CollectorRegistry}, with these
         metrics and the process's (C{process_cpu_seconds_total}, memory,
         open descriptors).
+    @ivar refreshers: called before each scrape is answered, each returning
+        a L{Deferred} that fires once the values it refreshes are fresh.
     """
 
     def __init__(self, service: str) -> None:
         self.service = service
+        self.refreshers: list[Callable[[], Deferred]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self._families: dict[str, _Family] = {}
         self._seen: set[int] = set()
@@ -139,6 +151,34 @@ class ServiceMetrics:
                 key = key if isinstance(key, tuple) else (key,)
                 totals[key] = totals.get(key, 0) + number
         return totals
+
+    def snapshot(self) -> dict[str, list]:
+        """
+        @return: every metric's definition and current values, for JSON:
+            C{{name: [kind ("counter" or "gauge"), documentation, labels,
+            [[label values, value], ...]]}}.
+        """
+        return {
+            name: [
+                "counter" if family.kind is CounterMetricFamily else "gauge",
+                family.documentation,
+                list(family.labels),
+                [[list(map(str, key)), number] for key, number in self.values(name).items()],
+            ]
+            for name, family in self._families.items()
+        }
+
+    def refresh(self) -> Deferred:
+        """
+        Call the L{refreshers}.
+
+        @return: a L{Deferred} firing when they all have finished (a failed
+            one is logged).
+        """
+        refreshing = [maybeDeferred(refresher) for refresher in self.refreshers]
+        for d in refreshing:
+            d.addErrback(lambda f: log.failure("refreshing metrics failed", f))
+        return DeferredList(refreshing)
 
     def collect(self) -> Iterator[Metric]:
         """
@@ -268,9 +308,20 @@ class MetricsResource(Resource):
         super().__init__()
         self.metrics = metrics
 
-    def render_GET(self, request) -> bytes:
+    def render_GET(self, request) -> bytes | int:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return self.metrics.exposition()
+        if not self.metrics.refreshers:
+            return self.metrics.exposition()
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(_) -> None:
+            if not gone:
+                request.write(self.metrics.exposition())
+                request.finish()
+
+        self.metrics.refresh().addCallback(answer)
+        return NOT_DONE_YET
 
 
 class _QuietSite(Site):

@@ -267,6 +267,12 @@ def operationsService(options, build: Callable[[], service.IService], reactor=No
         from twisted.internet import reactor
     top = service.MultiService()
     metrics = metricsOf(options)
+    channel = getattr(options, "metricsChannel", None)
+    if channel is not None:
+        from netservices._common.workers import MetricsReporter
+
+        # Before the service, whose listeners tell the parent it is ready.
+        MetricsReporter(metrics, channel, reactor).setServiceParent(top)
     if options.get("workers"):
         from netservices._common.workers import supervisedService, watchWorkers
 
@@ -275,7 +281,7 @@ def operationsService(options, build: Callable[[], service.IService], reactor=No
     else:
         inner = build()
     inner.setServiceParent(top)
-    # A worker's counters are its own: the parent serves the metrics.
+    # A worker's metrics go to the parent, which serves them.
     worker = getattr(options, "workerIndex", None) is not None
     site = metricsSite(metrics)
     for description, endpoint in zip(

@@ -12,6 +12,23 @@ A worker listens on those instead of binding (the kernel hands each
 connection or datagram to one of them).  Workers log JSON lines to a pipe;
 the parent logs their events as its own, with a C{worker} field.
 
+Metrics: each worker gets one end of a UNIX socket pair as descriptor
+C{$NETSERVICES_WORKER_METRICS}; the parent keeps the other.  The worker
+writes a snapshot of its metrics (L{netservices._common.metrics.ServiceMetrics.snapshot}, a JSON
+line)
+as it starts, then one in answer to each request (a line with a serial
+number) the parent sends when its C{/metrics} is scraped.  The parent
+waits up to L{SCRAPE_TIMEOUT} for the answers, then serves the workers'
+metrics under their own names and labels: counters summed over every
+worker it has had (it adds what each snapshot grew, so a replaced
+worker's counts stay), gauges summed over the workers running.  A worker
+that does not answer in time is counted in
+C{netservices_worker_scrape_failures_total} and its last snapshot used.
+Pulled rather than pushed: the numbers are exact at each scrape, a worker
+does no work between scrapes, and the private socket cannot be mixed up
+with the log lines or reached from outside; a worker killed outright loses
+only what it counted since the last scrape.
+
 A worker that dies is logged and replaced (after a second if it lived less
 than that, so a worker that cannot start does not spin).  Stopping the
 parent stops them all: a graceful stop (C{SIGTERM}) passes C{SIGTERM} on
@@ -26,6 +43,7 @@ and C{haproxy:} over them, and C{udp:}; TLS listeners cannot.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -33,10 +51,11 @@ import sys
 from typing import Mapping
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python import usage
 
 import attrs
@@ -58,6 +77,12 @@ WORKER_FDS = "NETSERVICES_WORKER_FDS"
 
 #: The worker's number (1 to N), for its log.
 WORKER_INDEX = "NETSERVICES_WORKER"
+
+#: The descriptor of the worker's end of its metrics socket.
+WORKER_METRICS = "NETSERVICES_WORKER_METRICS"
+
+#: Seconds a scrape of the parent waits for each worker's metrics.
+SCRAPE_TIMEOUT = 1.0
 
 #: The options holding listeners: (descriptions, parsed endpoints).
 SHARED = [("listen", "endpoints"), ("http-listen", "http-endpoints")]
@@ -123,9 +148,12 @@ class WorkerOptions(usage.Options):
 
     @ivar arguments: the sub-command's arguments, for the workers.
     @ivar workerIndex: the worker's number in a worker, else L{None}.
+    @ivar metricsChannel: a worker's end of its metrics socket, else
+        L{None}.
     """
 
     workerIndex: int | None = None
+    metricsChannel: int | None = None
     environ: Mapping[str, str] = os.environ
 
     optParameters = [
@@ -161,6 +189,8 @@ class WorkerOptions(usage.Options):
 
     def _adoptListeners(self, fds: list[int]) -> None:
         self.workerIndex = int(self.environ.get(WORKER_INDEX, "0"))
+        channel = self.environ.get(WORKER_METRICS)
+        self.metricsChannel = int(channel) if channel else None
         self["workers"] = 0
         # systemd: descriptions would look for systemd's variables, which
         # workers do not have: parse a stand-in, keep the description.
@@ -215,11 +245,11 @@ def workerCommand(serviceName: str, arguments: list[str]) -> list[str]:
 
 
 def workerEnvironment(
-    environ: Mapping[str, str], index: int, fds: list[int]
+    environ: Mapping[str, str], index: int, fds: list[int], channel: int | None = None
 ) -> dict[str, str]:
     """
     @return: the environment of worker C{index} (1 to N) inheriting the
-        sockets C{fds}.
+        sockets C{fds} and the metrics socket C{channel}.
     """
     env = {k: v for k, v in environ.items() if k not in MANAGER_VARIABLES}
     env.update(
@@ -229,7 +259,125 @@ def workerEnvironment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if channel is not None:
+        env[WORKER_METRICS] = str(channel)
     return env
+
+
+class _Channel(LineOnlyReceiver):
+    """
+    A metrics socket: JSON lines one way, serial numbers the other.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 16 * 1024 * 1024
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        log.warn("metrics socket: a line of {length} bytes is too long", length=len(line))
+        self.transport.loseConnection()
+
+
+class _OneProtocol(Factory):
+    """
+    Builds one given protocol (for an adopted connection).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr):
+        return self.protocol_
+
+
+class MetricsReporter(service.Service):
+    """
+    A worker's side of its metrics socket: a snapshot as it starts
+    (written before the listeners say they listen), then one in answer to
+    each request.
+    """
+
+    def __init__(self, metrics, fd: int, reactor) -> None:
+        self.metrics = metrics
+        self.fd = fd
+        self.reactor = reactor
+
+    def _message(self, serial: str | None) -> bytes:
+        return json.dumps({"id": serial, "families": self.metrics.snapshot()}).encode() + b"\n"
+
+    def startService(self) -> None:
+        super().startService()
+        # Written at once (the socket is still blocking and empty), so that
+        # the parent has it before any log line saying the worker is ready.
+        os.write(self.fd, self._message(None))
+        channel = _Channel()
+        channel.lineReceived = lambda line: channel.sendLine(
+            self._message(line.decode("ascii", "replace"))[:-1]
+        )
+        self.reactor.adoptStreamConnection(self.fd, socket.AF_UNIX, _OneProtocol(channel))
+        os.close(self.fd)
+
+
+class WorkerChannel(_Channel):
+    """
+    The parent's side of a worker's metrics socket.
+
+    @ivar ready: whether the worker's first snapshot came.
+    """
+
+    def __init__(self, supervisor: Supervisor, worker: WorkerProcess) -> None:
+        self.supervisor = supervisor
+        self.worker = worker
+        self.ready = False
+        self.serial = 0
+        self.waiting: dict[str, Deferred] = {}
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            families = message["families"]
+        except (ValueError, KeyError, TypeError):
+            log.warn("worker {worker}: bad metrics line", worker=self.worker.index)
+            return
+        self.ready = True
+        self.supervisor.snapshotReceived(self.worker, families)
+        waiter = self.waiting.pop(str(message.get("id")), None)
+        if waiter is not None:
+            waiter.callback(None)
+
+    def ask(self, timeout: float) -> Deferred:
+        """
+        Ask the worker for a snapshot.
+
+        @return: a L{Deferred} firing when it came, or after C{timeout}
+            seconds (counted as a failure, logged).
+        """
+        self.serial += 1
+        serial = str(self.serial)
+        waiter = self.waiting[serial] = Deferred()
+        self.sendLine(serial.encode("ascii"))
+
+        def failed(reason) -> None:
+            self.waiting.pop(serial, None)
+            self.supervisor.scrapeFailures += 1
+            log.warn(
+                "worker {worker} (pid {pid}) did not send its metrics: {reason}",
+                worker=self.worker.index,
+                pid=self.worker.pid,
+                reason=(
+                    f"no answer in {timeout:g} s"
+                    if reason.check(TimeoutError)
+                    else reason.getErrorMessage()
+                ),
+            )
+
+        return waiter.addTimeout(timeout, self.supervisor.reactor).addErrback(failed)
+
+    def connectionLost(self, reason) -> None:
+        self.ready = False
+        for waiter in list(self.waiting.values()):
+            waiter.errback(reason)
 
 
 def _status(reason) -> str:
@@ -261,6 +409,8 @@ class WorkerProcess(ProcessProtocol):
     @ivar index: its number, 1 to N.
     @ivar pid: its PID.
     @ivar started: when it was started.
+    @ivar channel: the parent's end of its metrics socket.
+    @ivar values: the values of its last metrics snapshot, by metric name.
     """
 
     def __init__(self, supervisor: Supervisor, index: int) -> None:
@@ -268,6 +418,8 @@ class WorkerProcess(ProcessProtocol):
         self.index = index
         self.pid: int | None = None
         self.started = 0.0
+        self.channel: WorkerChannel | None = None
+        self.values: dict[str, dict[tuple[str, ...], float]] = {}
         self._partial = {1: b"", 2: b""}
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
@@ -313,6 +465,13 @@ class Supervisor(service.Service):
 
     @ivar workers: the running workers by number.
     @ivar restarts: workers replaced so far.
+    @ivar scrapeFailures: requests for a worker's metrics not answered.
+    @ivar families: the definitions of the workers' metrics, by name:
+        C{(kind, documentation, labels)}.
+    @ivar counters: the workers' counters, summed over every worker so
+        far, by name.
+    @ivar newFamily: called with a name and its definition when a worker
+        first shows a metric.
     """
 
     def __init__(
@@ -338,6 +497,10 @@ class Supervisor(service.Service):
         self.environ = environ
         self.workers: dict[int, WorkerProcess] = {}
         self.restarts = 0
+        self.scrapeFailures = 0
+        self.families: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        self.counters: dict[str, dict[tuple[str, ...], float]] = {}
+        self.newFamily = lambda name, kind, documentation, labels: None
         self.stopping = False
         self._restartCalls: dict[int, object] = {}
         self._allEnded: list[Deferred] = []
@@ -353,14 +516,27 @@ class Supervisor(service.Service):
         fds = [listener.port.fileno() for listener in self.listeners]
         childFDs: dict[int, object] = {0: "w", 1: "r", 2: "r"}
         childFDs.update({3 + i: fd for i, fd in enumerate(fds)})
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = 3 + len(fds)
+        childFDs[channel] = theirs.fileno()
         worker = WorkerProcess(self, index)
-        transport = self.reactor.spawnProcess(
-            worker,
-            self.command[0],
-            self.command,
-            env=workerEnvironment(self.environ, index, list(range(3, 3 + len(fds)))),
-            childFDs=childFDs,
-        )
+        try:
+            transport = self.reactor.spawnProcess(
+                worker,
+                self.command[0],
+                self.command,
+                env=workerEnvironment(
+                    self.environ, index, list(range(3, channel)), channel
+                ),
+                childFDs=childFDs,
+            )
+        finally:
+            theirs.close()
+        with ours:
+            worker.channel = WorkerChannel(self, worker)
+            self.reactor.adoptStreamConnection(
+                ours.fileno(), socket.AF_UNIX, _OneProtocol(worker.channel)
+            )
         transport.closeStdin()
         worker.pid = transport.pid
         worker.started = self.reactor.seconds()
@@ -400,6 +576,52 @@ class Supervisor(service.Service):
         )
         self._restartCalls[worker.index] = self.reactor.callLater(
             delay, self._spawn, worker.index
+        )
+
+    def snapshotReceived(self, worker: WorkerProcess, families: dict) -> None:
+        """
+        A worker sent its metrics: add what its counters grew to the
+        totals, keep its values.
+        """
+        for name, (kind, documentation, labels, samples) in families.items():
+            if name not in self.families:
+                self.families[name] = (kind, documentation, tuple(labels))
+                self.newFamily(name, kind, documentation, tuple(labels))
+            values = {tuple(key): number for key, number in samples}
+            if kind == "counter":
+                before = worker.values.get(name, {})
+                totals = self.counters.setdefault(name, {})
+                for key, number in values.items():
+                    grown = number - before.get(key, 0)
+                    if grown > 0 or key not in totals:
+                        totals[key] = totals.get(key, 0) + max(grown, 0)
+            worker.values[name] = values
+
+    def total(self, name: str) -> dict[tuple[str, ...], float]:
+        """
+        @return: the workers' metric C{name} by label values: a counter
+            summed over every worker so far, a gauge over those running.
+        """
+        if self.families[name][0] == "counter":
+            return self.counters.get(name, {})
+        totals: dict[tuple[str, ...], float] = {}
+        for worker in self.workers.values():
+            for key, number in worker.values.get(name, {}).items():
+                totals[key] = totals.get(key, 0) + number
+        return totals
+
+    def collect(self) -> Deferred:
+        """
+        Ask the running workers for their metrics.
+
+        @return: a L{Deferred} firing when all have answered or timed out.
+        """
+        return DeferredList(
+            [
+                worker.channel.ask(SCRAPE_TIMEOUT)
+                for worker in self.workers.values()
+                if worker.channel is not None and worker.channel.ready
+            ]
         )
 
     def _signalAll(self, name: str) -> None:
@@ -447,12 +669,28 @@ class Supervisor(service.Service):
 
 def watchWorkers(metrics, supervisor: Supervisor) -> None:
     """
-    Add the supervisor's metrics: workers running, and replaced.
+    Add the supervisor's metrics (workers running, replaced, scrapes they
+    did not answer) and the workers' own, collected at each scrape.
     """
     metrics.gauge("workers", "Worker processes running.", lambda: len(supervisor.workers))
     metrics.counter(
         "worker_restarts", "Workers that ended and were replaced.", lambda: supervisor.restarts
     )
+    metrics.counter(
+        "worker_scrape_failures",
+        "Requests for a worker's metrics not answered in time (its last values were used).",
+        lambda: supervisor.scrapeFailures,
+    )
+    metrics.refreshers.append(supervisor.collect)
+
+    def newFamily(name: str, kind: str, documentation: str, labels: tuple[str, ...]) -> None:
+        add = metrics.counter if kind == "counter" else metrics.gauge
+        try:
+            add(name, documentation, lambda: supervisor.total(name), labels)
+        except ValueError:
+            log.warn("a worker's metric {name!r} clashes with the parent's", name=name)
+
+    supervisor.newFamily = newFamily
 
 
 class _SharedStreamListener(StreamListener):

@@ -144,6 +144,41 @@ class ServiceMetricsTests(SynchronousTestCase):
         )
 
 
+    def test_snapshot(self) -> None:
+        """
+        A snapshot has every metric's kind, help, labels and values, with
+        label values as strings.
+        """
+        self.metrics.counter("refused", "R.", lambda: {"a": 1}, ("reason",))
+        self.metrics.gauge("cells", "C.", lambda: {("x", 1): 4}, ("row", "column"))
+        self.assertEqual(
+            self.metrics.snapshot(),
+            {
+                "refused": ["counter", "R.", ["reason"], [[["a"], 1]]],
+                "cells": ["gauge", "C.", ["row", "column"], [[["x", "1"], 4]]],
+            },
+        )
+
+    def test_refreshedFirst(self) -> None:
+        """
+        With refreshers, the answer waits until they all have finished (a
+        failing one is logged) and shows what they refreshed.
+        """
+        value = [1]
+        refreshing: Deferred = Deferred()
+        self.metrics.counter("things", "Things.", lambda: value[0])
+        self.metrics.refreshers.append(lambda: refreshing)
+        self.metrics.refreshers.append(lambda: 1 / 0)
+        request = DummyRequest([b""])
+        MetricsResource(self.metrics).render_GET(request)
+        self.assertEqual(request.written, [])
+        value[0] = 2
+        refreshing.callback(None)
+        self.assertEqual(request.finished, 1)
+        self.assertIn(b'netservices_things_total{service="demo"} 2.0', b"".join(request.written))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
 class SharedLayerTests(SynchronousTestCase):
     """
     The counters of the shared layer, as metrics.

@@ -6,14 +6,17 @@ replaced; stopping the parent stops all).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sys
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.internet.endpoints import (
     AdoptedStreamServerEndpoint,
@@ -25,13 +28,18 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netservices._common.eager import EagerAdoptedEndpoint
 from netservices._common.listen import DatagramAddress
+from netservices._common.metrics import ServiceMetrics
 from netservices._common.operations import withOperations
 from netservices._common.proxy import ProxyHeaderEndpoint
 from netservices._common.workers import (
+    SCRAPE_TIMEOUT,
     WORKER_FDS,
+    WORKER_METRICS,
+    MetricsReporter,
     Supervisor,
     WORKER_INDEX,
     shareable,
+    watchWorkers,
     workerCommand,
     workerEnvironment,
 )
@@ -176,12 +184,15 @@ class OptionsTests(SynchronousTestCase):
     def test_workerDatagram(self) -> None:
         """
         A UDP listener of a worker is its address with the inherited
-        descriptor.
+        descriptor; the worker knows its metrics socket.
         """
         [fd] = self.sockets(socket.SOCK_DGRAM)
-        options = workerOptions(UDPEchoOptions, "udp-echo", {WORKER_FDS: str(fd)})
+        options = workerOptions(
+            UDPEchoOptions, "udp-echo", {WORKER_FDS: str(fd), WORKER_METRICS: "9"}
+        )
         options.parseOptions(["--port", "0"])
         self.assertEqual(options["endpoints"], [DatagramAddress(0, "127.0.0.1", fd)])
+        self.assertEqual(options.metricsChannel, 9)
 
     def test_tooFewSockets(self) -> None:
         """
@@ -221,6 +232,12 @@ class FakeSpawner(Clock):
         protocol.transport = transport
         self.spawned.append((protocol, args, env, childFDs))
         return transport
+
+    def adoptStreamConnection(self, fd, family, factory):
+        """
+        Connect the protocol to a L{StringTransport} (the metrics socket).
+        """
+        factory.buildProtocol(None).makeConnection(StringTransport())
 
 
 class FakeListener:
@@ -264,8 +281,11 @@ class SupervisorTests(SynchronousTestCase):
         protocol, args, env, childFDs = self.reactor.spawned[1]
         self.assertEqual(protocol.index, 2)
         self.assertEqual(args, ["twistd", "x"])
+        channel = childFDs.pop(5)
         self.assertEqual(childFDs, {0: "w", 1: "r", 2: "r", 3: 7, 4: 9})
+        self.assertIsInstance(channel, int)
         self.assertEqual(env[WORKER_FDS], "3 4")
+        self.assertEqual(env[WORKER_METRICS], "5")
         self.assertNotIn("NOTIFY_SOCKET", env)
 
     def test_replaced(self) -> None:
@@ -320,6 +340,128 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(stopped)
 
 
+def snapshot(serial, accepted: int, open_: int, refused: dict[str, int]) -> bytes:
+    """
+    @return: a worker's metrics line, answering C{serial}.
+    """
+    families = {
+        "connections_accepted": ["counter", "Accepted.", [], [[[], accepted]]],
+        "connections_open": ["gauge", "Open.", [], [[[], open_]]],
+        "connections_refused": [
+            "counter", "Refused.", ["reason"], [[[k], v] for k, v in refused.items()]
+        ],
+    }
+    return json.dumps({"id": serial, "families": families}).encode()
+
+
+class WorkerMetricsTests(SynchronousTestCase):
+    """
+    The parent's metrics summed from its workers' snapshots (the metrics
+    socket faked).
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeSpawner()
+        self.supervisor = Supervisor(2, ["twistd"], [], self.reactor, 5.0, {})
+        self.metrics = ServiceMetrics("tcp-echo")
+        watchWorkers(self.metrics, self.supervisor)
+        self.supervisor.startService()
+        self.one, self.two = (spawned[0] for spawned in self.reactor.spawned)
+
+    def requests(self, worker) -> list[bytes]:
+        """
+        @return: the requests sent to C{worker} so far.
+        """
+        return worker.channel.transport.value().split()
+
+    def test_summed(self) -> None:
+        """
+        Counters are summed over every worker so far (a replaced worker's
+        counts stay), gauges over the running workers; a scrape asks the
+        ready workers and waits for their answers.
+        """
+        self.one.channel.lineReceived(snapshot(None, 0, 0, {}))
+        self.two.channel.lineReceived(snapshot(None, 0, 0, {}))
+        scraped = self.metrics.refresh()
+        self.assertEqual(self.requests(self.one), [b"1"])
+        self.one.channel.lineReceived(snapshot("1", 3, 1, {"max-per-peer": 1}))
+        self.assertNoResult(scraped)
+        self.two.channel.lineReceived(snapshot("1", 4, 2, {"idle-timeout": 2}))
+        self.successResultOf(scraped)
+        self.assertEqual(self.metrics.values("connections_accepted"), {(): 7})
+        self.assertEqual(self.metrics.values("connections_open"), {(): 3})
+        self.assertEqual(
+            self.metrics.values("connections_refused"),
+            {("max-per-peer",): 1, ("idle-timeout",): 2},
+        )
+        self.reactor.advance(2)
+        self.one.processEnded(ended(None, 9))
+        self.reactor.advance(0)
+        three = self.reactor.spawned[2][0]
+        self.assertEqual(self.metrics.values("connections_accepted"), {(): 7})
+        self.assertEqual(self.metrics.values("connections_open"), {(): 2})
+        three.channel.lineReceived(snapshot(None, 1, 1, {"max-per-peer": 1}))
+        self.two.channel.lineReceived(snapshot(None, 5, 2, {"idle-timeout": 2}))
+        self.assertEqual(self.metrics.values("connections_accepted"), {(): 9})
+        self.assertEqual(self.metrics.values("connections_open"), {(): 3})
+        self.assertEqual(
+            self.metrics.values("connections_refused"),
+            {("max-per-peer",): 2, ("idle-timeout",): 2},
+        )
+        self.assertEqual(self.metrics.values("worker_scrape_failures"), {(): 0})
+
+    def test_timeout(self) -> None:
+        """
+        A worker that does not answer in time is counted and skipped (its
+        last values stay); one not ready yet is not asked.
+        """
+        self.one.channel.lineReceived(snapshot(None, 2, 1, {}))
+        scraped = self.metrics.refresh()
+        self.assertEqual(self.requests(self.two), [])
+        self.reactor.advance(SCRAPE_TIMEOUT)
+        self.successResultOf(scraped)
+        self.assertEqual(self.metrics.values("worker_scrape_failures"), {(): 1})
+        self.assertEqual(self.metrics.values("connections_accepted"), {(): 2})
+        self.one.channel.lineReceived(snapshot("1", 5, 1, {}))
+        self.assertEqual(self.metrics.values("connections_accepted"), {(): 5})
+
+
+class MetricsReporterTests(SynchronousTestCase):
+    """
+    A worker's side of its metrics socket.
+    """
+
+    def test_reports(self) -> None:
+        """
+        A snapshot is written as the worker starts, and one in answer to
+        each request, with its serial number.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        metrics = ServiceMetrics("udp-echo")
+        count = [4]
+        metrics.counter("datagrams_received", "Received.", lambda: count[0])
+        adopted = []
+        fakeReactor = type("R", (), {"adoptStreamConnection": lambda self, *a: adopted.append(a)})()
+        MetricsReporter(metrics, os.dup(theirs.fileno()), fakeReactor).startService()
+        theirs.close()
+        hello = json.loads(ours.recv(65536))
+        self.assertEqual(hello["id"], None)
+        self.assertEqual(
+            hello["families"]["datagrams_received"], ["counter", "Received.", [], [[[], 4]]]
+        )
+        [(_, family, factory)] = adopted
+        self.assertEqual(family, socket.AF_UNIX)
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        count[0] = 6
+        protocol.dataReceived(b"7\n")
+        answer = json.loads(transport.value())
+        self.assertEqual(answer["id"], "7")
+        self.assertEqual(answer["families"]["datagrams_received"][3], [[[], 6]])
+
+
 def isWorkerListening(event: dict) -> bool:
     """
     @return: whether C{event} is a worker's C{listening on}.
@@ -332,6 +474,26 @@ def isWorkerStart(event: dict) -> bool:
     @return: whether C{event} is the parent's C{worker N started}.
     """
     return str(event.get("log_format", "")).startswith("worker {worker} started")
+
+
+def closedCount(echoes: list[EchoOnce], count: int, timeout: float = 10) -> Deferred:
+    """
+    @return: a L{Deferred} firing once C{count} of C{echoes} were closed
+        by the server.
+    """
+    done: Deferred = Deferred()
+    closed = []
+
+    def one(_) -> None:
+        closed.append(1)
+        if len(closed) == count:
+            done.callback(None)
+
+    for echo in echoes:
+        echo.closed.addCallback(one)
+    if not count:
+        done.callback(None)
+    return done.addTimeout(timeout, reactor)
 
 
 class SupervisionTests(TwistdTestCase):
@@ -384,6 +546,61 @@ class SupervisionTests(TwistdTestCase):
         )
         self.assertEqual(sorted(e["pid"] for e in ended), sorted([starts[2], replaced["pid"]]))
         self.assertEqual({e["status"] for e in ended}, {"exit status 0"})
+
+    async def test_metricsSummed(self) -> None:
+        """
+        The parent's C{/metrics} shows tcp-echo's counters summed over its
+        two workers, exactly what was sent; a worker killed by its PID
+        takes nothing from the counters, the connections open are the
+        survivor's, and the replacement's traffic is added.
+        """
+        # No per-peer limit: each worker would apply its own, and the
+        # kernel may well give one worker most connections.
+        server = await self.startServer(
+            ["tcp-echo", "--port", "0", "--workers", "2", "--max-per-peer", "0",
+             "--metrics-listen", "tcp:0:interface=127.0.0.1"],
+            2,
+        )
+        (host, port), metrics = server.addresses[:2]
+        await self.waitForWorkers(server, 2)
+        starts = {e["worker"]: e["pid"] for e in server.eventsMatching(isWorkerStart)}
+        echoes = [EchoOnce(b"x" * n) for n in range(1, 13)]
+        for echo in echoes:
+            await connectProtocol(TCP4ClientEndpoint(reactor, host, port), echo)
+            self.addCleanup(echo.transport.abortConnection)
+        await gatherResults([echo.echoed for echo in echoes])
+        sent = sum(range(1, 13))
+        scrape = await scrapeMetrics(reactor, *metrics)
+        self.assertEqual(scrape.value("netservices_connections_accepted_total", service="tcp-echo"), 12)
+        self.assertEqual(scrape.value("netservices_connections_open", service="tcp-echo"), 12)
+        self.assertEqual(scrape.value("netservices_bytes_received_total"), sent)
+        self.assertEqual(scrape.value("netservices_bytes_sent_total"), sent)
+        self.assertEqual(scrape.value("netservices_workers"), 2)
+        self.assertEqual(scrape.value("netservices_worker_scrape_failures_total"), 0)
+        self.assertIsNotNone(scrape.value("process_cpu_seconds_total"))
+
+        os.kill(starts[1], signal.SIGKILL)
+        await server.waitForEvent(lambda e: isWorkerStart(e) and e["pid"] != starts[1])
+        await self.waitForWorkers(server, 3)
+        after = await scrapeMetrics(reactor, *metrics)
+        self.assertEqual(after.value("netservices_worker_restarts_total"), 1)
+        self.assertEqual(after.value("netservices_connections_accepted_total"), 12)
+        self.assertEqual(after.value("netservices_bytes_received_total"), sent)
+        self.assertEqual(after.value("netservices_bytes_sent_total"), sent)
+        survivors = after.value("netservices_connections_open")
+        await closedCount(echoes, 12 - int(survivors))
+
+        for data in [b"again", b"and again"]:
+            echo = EchoOnce(data)
+            await connectProtocol(TCP4ClientEndpoint(reactor, host, port), echo)
+            self.assertEqual(await echo.echoed, data)
+            echo.transport.loseConnection()
+            await echo.closed
+        final = await scrapeMetrics(reactor, *metrics)
+        self.assertEqual(final.value("netservices_connections_accepted_total"), 14)
+        self.assertEqual(final.value("netservices_bytes_received_total"), sent + 14)
+        self.assertEqual(final.value("netservices_bytes_sent_total"), sent + 14)
+        self.assertEqual(final.value("netservices_worker_scrape_failures_total"), 0)
 
     async def test_udp(self) -> None:
         """
