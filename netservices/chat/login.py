@@ -19,6 +19,7 @@ from typing import Callable
 import attrs
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 
 from netservices._common.addresses import parseIP
 from netservices.chat import numerics
@@ -41,6 +42,9 @@ class AccountSettings:
         plaintext connections (L{None}: no STS).
     @ivar stsDuration: the C{sts} policy's duration, advertised on TLS.
     @ivar rehash: what C{REHASH} runs (reloading files and settings).
+    @ivar register: creates an account (name, password) and fires with
+        its name, failing with L{RegistrationRefused}; L{None}: in-band
+        registration (C{REGISTER}) is off.
     """
 
     portal: Portal | None = None
@@ -49,6 +53,27 @@ class AccountSettings:
     stsPort: int | None = None
     stsDuration: int = 300
     rehash: Callable[[], object] = lambda: None
+    register: Callable[[str, str], Deferred] | None = None
+
+
+class RegistrationRefused(Exception):
+    """
+    An in-band registration that cannot be done: C{code} is the standard
+    reply's code (C{ACCOUNT_EXISTS}, C{BAD_ACCOUNT_NAME}, C{WEAK_PASSWORD},
+    C{TEMPORARILY_UNAVAILABLE}), C{text} what the user is told.
+    """
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+
+#: The in-band registration capability (IRCv3 draft/account-registration):
+#: registration needs a completed connection, no e-mail, and lets users
+#: choose an account name other than their nick.
+REGISTRATION_CAPABILITY = "draft/account-registration"
+REGISTRATION_FLAGS = "custom-account-name"
 
 
 #: SASL mechanisms, in the order offered.
@@ -81,6 +106,8 @@ class AccountCommands:
         available.update(dict.fromkeys(CAPABILITIES))
         if accounts.portal is not None and self.credentialsAllowed():
             available["sasl"] = ",".join(MECHANISMS)
+        if accounts.register is not None and self.user.secure:
+            available[REGISTRATION_CAPABILITY] = REGISTRATION_FLAGS
         if accounts.stsPort is not None:
             if self.user.secure:
                 available["sts"] = f"duration={accounts.stsDuration}"
@@ -344,6 +371,62 @@ class AccountCommands:
             if nick.lower() not in service.users:
                 break
         service.setNick(self.user, nick)
+
+    # In-band registration
+
+    def irc_REGISTER(self, params: tuple[str, ...]) -> None:
+        """
+        C{REGISTER <account> <email> <password>} (IRCv3
+        draft/account-registration): over TLS, when the server allows it,
+        create an account and log in to it.
+        """
+        register = self.factory.accounts.register
+        if len(params) < 3:
+            raise NeedMoreParams()
+        account = self.user.nick if params[0] == "*" else params[0]
+        if register is None or not self.user.secure:
+            self._registerFailed("DISALLOWED", account or "*", "Registration is not allowed here")
+            return
+        if not self.user.registered:
+            self._registerFailed(
+                "COMPLETE_CONNECTION_REQUIRED", account or "*", "Finish connecting first"
+            )
+            return
+        if self.user.account is not None:
+            self._registerFailed(
+                "ALREADY_AUTHENTICATED", self.user.account, "You are already logged in"
+            )
+            return
+        if self._authenticating:
+            return
+        self._authenticating = True
+        registering = register(account, params[2])
+
+        def done(name: str) -> None:
+            self._authenticating = False
+            if self._closingSince is not None:
+                return
+            self.send("REGISTER", "SUCCESS", name, "Account created")
+            self.service.login(self.user, name)
+            self.sendNumeric(
+                numerics.RPL_LOGGEDIN, self.user.prefix, name, f"You are now logged in as {name}"
+            )
+            self.checkNickOwner()
+
+        def failed(failure) -> None:
+            self._authenticating = False
+            failure.trap(RegistrationRefused)
+            if self._closingSince is None:
+                self._registerFailed(failure.value.code, account, failure.value.text)
+
+        registering.addCallbacks(done, failed).addErrback(
+            lambda failure: self.factory.log.failure("REGISTER failed", failure)
+        )
+
+    def _registerFailed(self, code: str, account: str, text: str) -> None:
+        from netservices.chat.wire import echoParam
+
+        self.send("FAIL", "REGISTER", code, echoParam(account), text)
 
     # Operators
 

@@ -152,7 +152,7 @@ def isupportTokens(info: ServerInfo, service: ChatService) -> list[str]:
 
 #: Commands accepted before registration.
 BEFORE_REGISTRATION = frozenset(
-    {"CAP", "AUTHENTICATE", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+    {"CAP", "AUTHENTICATE", "PASS", "NICK", "USER", "PING", "PONG", "QUIT", "REGISTER"}
 )
 
 #: Parameter-taking modes per MODE command (ISUPPORT MODES).

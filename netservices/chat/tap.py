@@ -18,6 +18,8 @@ from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -32,6 +34,7 @@ from netservices._common.listen import (
     splitDescription,
 )
 from netservices._common.logs import RefusalLog
+from netservices._common.ratelimit import TokenBucket
 from netservices._common.metrics import metricsOf, watchRefusals
 from netservices._common.service import CallOnStop, addStreamListeners
 from netservices._common.tls import ensureSelfSignedCertificate
@@ -43,17 +46,19 @@ from netservices.chat.accounts import (
     GivenChecker,
 )
 from netservices.chat.directory import StoreDirectory
-from netservices.chat.login import AccountSettings
+from netservices.chat.login import AccountSettings, RegistrationRefused
 from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
 from netservices.chat.service import ChatLimits, ChatService
 from netservices.chat.store import (
     DATABASE_NAME,
+    Account,
+    AccountExists,
     Store,
     StoreError,
     StoreService,
     ThreadedStore,
 )
-from netservices.chat.wire import encode
+from netservices.chat.wire import encode, validNick
 
 CHAT_PORT = 6667
 CHAT_TLS_PORT = 6697
@@ -225,6 +230,12 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             None,
             "Refuse users who do not log in (SASL or PASS) before registering.",
         ],
+        [
+            "allow-registration",
+            None,
+            "Let users create accounts themselves over TLS (REGISTER, IRCv3"
+            " draft/account-registration; at most 5 at once, then 10 an hour).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -353,6 +364,54 @@ def watchChat(metrics, chat: ChatService, factory: ChatFactory) -> None:
     )
 
 
+class Registrar:
+    """
+    Creates accounts for C{REGISTER} (when C{--allow-registration}): the
+    name must be a valid nick, the password at least 8 characters; it is
+    hashed on the checker's pool and stored off the reactor thread; at most
+    5 registrations at once, then 10 an hour, server-wide.
+    """
+
+    def __init__(self, store, checker: AccountChecker, directory: StoreDirectory, clock) -> None:
+        self.store = store
+        self.checker = checker
+        self.directory = directory
+        self.clock = clock
+        self.bucket = TokenBucket(10 / 3600, 5, clock.seconds())
+
+    def register(self, name: str, password: str) -> Deferred:
+        """
+        @return: a L{Deferred} firing with the account name, or failing
+            with L{RegistrationRefused}.
+        """
+        if not validNick(name):
+            return fail(RegistrationRefused("BAD_ACCOUNT_NAME", "Not a valid account name"))
+        if len(password) < 8:
+            return fail(RegistrationRefused("WEAK_PASSWORD", "Use at least 8 characters"))
+        if not self.bucket.take(self.clock.seconds()):
+            return fail(
+                RegistrationRefused("TEMPORARILY_UNAVAILABLE", "Too many registrations; try later")
+            )
+        hashing = deferToThreadPool(
+            self.clock, self.checker.pool, self.checker.hasher.hash, password
+        )
+        hashing.addCallback(
+            lambda passwordHash: self.store.addAccount(
+                Account(name, passwordHash, created=self.clock.seconds())
+            )
+        )
+
+        def added(_) -> str:
+            self.directory.refresh()
+            return name
+
+        def exists(failure):
+            failure.trap(AccountExists)
+            raise RegistrationRefused("ACCOUNT_EXISTS", "That account exists already")
+
+        return hashing.addCallbacks(added, exists)
+
+
 def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiService):
     """
     Open the account store and build the login portal, as services of
@@ -424,6 +483,9 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
     )
     refusals = RefusalLog(log, reactor, "input")
     stsPort, stsDuration = options.stsSettings()
+    register = None
+    if options["allow-registration"]:
+        register = Registrar(store, checker, directory, reactor).register
     accounts = AccountSettings(
         portal=portal,
         requireAuth=bool(options["require-auth"]),
@@ -431,6 +493,7 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         stsPort=stsPort,
         stsDuration=stsDuration,
         rehash=lambda: top.reload(),
+        register=register,
     )
     factory = ChatFactory(
         chat, info, reactor, options.connectionSettings(), log, refusals, accounts

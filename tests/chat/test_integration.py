@@ -615,3 +615,40 @@ class GivenCheckerTests(ChatTestCase):
             self.assertEqual(
                 bad.data.decode().split("\r\n")[0], f":{SERVER} 464 y :Password incorrect"
             )
+
+
+class RegistrationTests(ChatTestCase):
+    """
+    C{--allow-registration}: accounts created in band, over TLS.
+    """
+
+    async def test_registerThenLogIn(self) -> None:
+        """
+        A TLS user registers an account (hashed and stored: C{chat-admin}
+        lists it); another connection then logs in to it with PASS.
+        """
+        directory = self.temporaryDirectory()
+        pem, ca = writeCertificate(directory)
+        state = directory / "state"
+        server = await self.startServer(
+            ["chat", "--data-dir", str(state), "--server-name", SERVER, "--allow-registration",
+             "--listen", f"ssl:0:privateKey={pem}:interface=127.0.0.1"],
+            1,
+        )
+        [(_, port)] = server.addresses
+        endpoint = tls(port, ca.read_bytes())
+        dave = await self.connect(endpoint, "dave")
+        answer = dave.linesUntil(lambda line: " 900 " in line)
+        dave.sendLine("REGISTER * * :correct horse staple")
+        self.assertEqual(
+            await answer,
+            [f":{SERVER} REGISTER SUCCESS dave :Account created",
+             f":{SERVER} 900 dave dave!~dave@127.0.0.1 dave :You are now logged in as dave"],
+        )
+        listed = await runCommand(reactor, ["chat-admin", "--data-dir", str(state), "user", "list"])
+        self.assertIn(b"\ndave ", listed[0])
+        again = await self.connect(endpoint, "x", register=False)
+        answer = again.linesUntil(isNumeric("001"))
+        for line in ("PASS :dave:correct horse staple", "NICK x", "USER x 0 * :x"):
+            again.sendLine(line)
+        self.assertEqual((await answer)[0].split()[1], "900")

@@ -512,3 +512,72 @@ class HandshakeTimeoutTests(LoginTestCase):
         self.server.clock.advance(1)
         self.assertTrue(client.transport.disconnected)
         self.assertEqual(self.server.factory.refusals.counts["tls-handshake-timeout"], 1)
+
+
+class InBandRegistrationTests(SynchronousTestCase):
+    """
+    C{REGISTER} (IRCv3 draft/account-registration), when allowed.
+    """
+
+    def setUp(self) -> None:
+        from netservices.chat.login import RegistrationRefused
+
+        self.created: list[tuple[str, str]] = []
+
+        def register(name: str, password: str):
+            if name == "taken":
+                return fail(RegistrationRefused("ACCOUNT_EXISTS", "That account exists already"))
+            self.created.append((name, password))
+            return succeed(name)
+
+        self.server = FakeChatServer(accounts=AccountSettings(register=register))
+        self.addCleanup(self.server.stop)
+
+    def test_offeredOverTLS(self) -> None:
+        """
+        The capability is offered over TLS only.
+        """
+        secure, clear = self.server.connect(secure=True), self.server.connect()
+        secure.send("CAP LS 302")
+        clear.send("CAP LS 302")
+        self.assertIn("draft/account-registration=custom-account-name", secure.received()[0])
+        self.assertNotIn("draft/account-registration", clear.received()[0])
+
+    def test_register(self) -> None:
+        """
+        A registered user creates an account and is logged in to it.
+        """
+        client = self.server.connect(secure=True)
+        client.register("dave")
+        client.send("REGISTER * * :long enough password")
+        self.assertEqual(
+            client.received(),
+            [":irc.test REGISTER SUCCESS dave :Account created",
+             ":irc.test 900 dave dave!~dave@192.0.2.1 dave :You are now logged in as dave"],
+        )
+        self.assertEqual(self.created, [("dave", "long enough password")])
+        client.send("REGISTER other * password1")
+        self.assertEqual(
+            client.received(),
+            [":irc.test FAIL REGISTER ALREADY_AUTHENTICATED dave :You are already logged in"],
+        )
+
+    def test_refusals(self) -> None:
+        """
+        In clear, before the connection is complete, or for a taken name,
+        registration is refused with the standard reply.
+        """
+        clear = self.server.user("eve")
+        clear.send("REGISTER * * password1")
+        early = self.server.connect(secure=True)
+        early.send("REGISTER early * password1")
+        taken = self.server.connect(secure=True)
+        taken.register("frank")
+        taken.send("REGISTER taken * password1")
+        self.assertEqual(
+            (clear.received(), early.received(), taken.received()),
+            ([":irc.test FAIL REGISTER DISALLOWED eve :Registration is not allowed here"],
+             [":irc.test FAIL REGISTER COMPLETE_CONNECTION_REQUIRED early :Finish connecting first"],
+             [":irc.test FAIL REGISTER ACCOUNT_EXISTS taken :That account exists already"]),
+        )
+        self.assertEqual(self.created, [])
