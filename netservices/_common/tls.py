@@ -136,6 +136,46 @@ class ServerCertificate:
         return options
 
 
+class ReloadableServerOptions:
+    """
+    The TLS context of a listener whose key and certificate files can be
+    read again while it runs (C{reload}): new connections get the new
+    certificate, open ones keep theirs.  Twisted's TLS layer asks its
+    context factory for a context on every connection, so swapping the
+    options behind C{getContext} is all it takes.
+
+    @ivar certificate: the L{ServerCertificate} in use.
+    """
+
+    def __init__(self, certificate: ServerCertificate, requestClientCertificate: bool = False) -> None:
+        self.certificate = certificate
+        self._request = requestClientCertificate
+        self._options = certificate.serverOptions(requestClientCertificate)
+
+    def getContext(self):
+        """
+        @return: the current OpenSSL context.
+        """
+        return self._options.getContext()
+
+    def reload(self) -> bool:
+        """
+        Read the key and certificate files again.
+
+        @return: whether the certificate changed.
+        @raise ValueError: (one line) if they cannot be used; the current
+            certificate stays.
+        """
+        if self.certificate.keyPath is None:
+            return False
+        fresh = loadServerCertificate(self.certificate.keyPath, self.certificate.certificatePath)
+        if fresh.fingerprint == self.certificate.fingerprint:
+            return False
+        self._options = fresh.serverOptions(self._request)
+        self.certificate = fresh
+        return True
+
+
 def certificateFingerprint(certificate: x509.Certificate) -> str:
     """
     @return: the SHA-256 fingerprint of C{certificate}'s DER form, as

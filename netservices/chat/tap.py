@@ -37,7 +37,7 @@ from netservices._common.logs import RefusalLog
 from netservices._common.ratelimit import TokenBucket
 from netservices._common.metrics import metricsOf, watchRefusals
 from netservices._common.service import CallOnStop, addStreamListeners
-from netservices._common.tls import ensureSelfSignedCertificate
+from netservices._common.tls import ReloadableServerOptions, ensureSelfSignedCertificate
 from netservices.chat.accounts import (
     AccountChecker,
     CertificateChecker,
@@ -503,6 +503,7 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         top, options["listen"], options["endpoints"], factory, options, reactor,
         connectionRefusals, _refusalMessage,
     )
+    tlsOptions = None
     if options.zeroConfiguration:
         try:
             certificate, created = ensureSelfSignedCertificate(dataDir)
@@ -514,9 +515,8 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
             state="created" if created else "existing",
             fingerprint=certificate.fingerprint,
         )
-        endpoint = SSL4ServerEndpoint(
-            reactor, CHAT_TLS_PORT, certificate.serverOptions(requestClientCertificate=True)
-        )
+        tlsOptions = ReloadableServerOptions(certificate, requestClientCertificate=True)
+        endpoint = SSL4ServerEndpoint(reactor, CHAT_TLS_PORT, tlsOptions)
         StreamListener(
             f"ssl:{CHAT_TLS_PORT} with {certificate.certificatePath}", endpoint, limited, reactor
         ).setServiceParent(top)
@@ -545,10 +545,22 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
     CallOnStop(logTotals).setServiceParent(top)
 
     def reload() -> None:
-        # SIGHUP or REHASH: accounts, registered channels and the message
-        # of the day are read again; nobody is dropped.
+        # SIGHUP or REHASH: accounts, registered channels, the default TLS
+        # certificate and the message of the day are read again; nobody is
+        # dropped.
         if directory.running:
             directory.refresh()
+        if tlsOptions is not None:
+            try:
+                changed = tlsOptions.reload()
+            except ValueError as e:
+                log.warn("reload: {error}; TLS certificate unchanged", error=str(e))
+            else:
+                if changed:
+                    log.info(
+                        "reloaded the TLS certificate, SHA-256 fingerprint {fingerprint}",
+                        fingerprint=tlsOptions.certificate.fingerprint,
+                    )
         if options["motd-file"] is not None:
             try:
                 motd = readMotd(Path(options["motd-file"]))

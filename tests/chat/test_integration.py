@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 
+from cryptography import x509
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import reactor
@@ -652,3 +653,54 @@ class RegistrationTests(ChatTestCase):
         for line in ("PASS :dave:correct horse staple", "NICK x", "USER x 0 * :x"):
             again.sendLine(line)
         self.assertEqual((await answer)[0].split()[1], "900")
+
+
+class ExternalTests(ChatTestCase):
+    """
+    SASL EXTERNAL with a TLS client certificate.
+    """
+
+    async def test_certificateLogsIn(self) -> None:
+        """
+        A client presenting the certificate whose fingerprint the account
+        registered logs in with EXTERNAL; without one, EXTERNAL fails.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from twisted.internet.ssl import PrivateCertificate
+
+        directory = self.temporaryDirectory()
+        serverPEM, ca = writeCertificate(directory)
+        (directory / "client").mkdir()
+        clientPEM, clientCertificate = writeCertificate(directory / "client")
+        fingerprint = x509.load_pem_x509_certificate(clientCertificate.read_bytes()).fingerprint(
+            hashes.SHA256()
+        ).hex(":")
+        state, password = directory / "state", directory / "pw"
+        password.write_text("correct horse\n")
+        for argv in (["user", "add", "alice", "--password-file", str(password)],
+                     ["user", "certfp", "alice", fingerprint]):
+            done = await runCommand(reactor, ["chat-admin", "--data-dir", str(state), *argv])
+            self.assertEqual(done[2], 0, done)
+        server = await self.startServer(
+            ["chat", "--data-dir", str(state), "--server-name", SERVER,
+             "--listen", f"ssl:0:privateKey={serverPEM}:interface=127.0.0.1"],
+            1,
+        )
+        [(_, port)] = server.addresses
+        trust = Certificate.loadPEM(ca.read_bytes())
+        withCertificate = wrapClientTLS(
+            optionsForClientTLS(
+                "localhost", trustRoot=trust,
+                clientCertificate=PrivateCertificate.loadPEM(clientPEM.read_bytes()),
+            ),
+            tcp(port),
+        )
+        for endpoint, expected in [
+            (withCertificate, f":{SERVER} 903 * :SASL authentication successful"),
+            (tls(port, ca.read_bytes()), f":{SERVER} 904 * :SASL authentication failed"),
+        ]:
+            client = await self.connect(endpoint, "x", register=False)
+            answer = client.linesUntil(lambda line: " 903 " in line or " 904 " in line)
+            for line in ("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE EXTERNAL", "AUTHENTICATE +"):
+                client.sendLine(line)
+            self.assertEqual((await answer)[-1], expected)

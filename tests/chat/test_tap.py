@@ -161,3 +161,26 @@ class ReloadTests(SynchronousTestCase):
         motd.unlink()
         top.reload()
         self.assertEqual(top.factory.info.motd, ("first",))
+
+    def test_reloadCertificate(self) -> None:
+        """
+        A reload reads the zero-configuration certificate again: a renewed
+        one is served to new connections; an unusable one is refused and
+        the old one kept.
+        """
+        from netservices._common.tls import createSelfSignedCertificate
+        from netservices._common.listen import StreamListener
+
+        directory = Path(self.mktemp())
+        options = parse("--data-dir", str(directory))
+        top = makeService(options, options.reactor)
+        [_, secure] = [s for s in top if isinstance(s, StreamListener)]
+        before = secure.endpoint._sslContextFactory.certificate.fingerprint
+        createSelfSignedCertificate(directory / "tls-key.pem", directory / "tls-cert.pem")
+        top.reload()
+        renewed = secure.endpoint._sslContextFactory.certificate.fingerprint
+        self.assertNotEqual(renewed, before)
+        self.assertIsNotNone(secure.endpoint._sslContextFactory.getContext())
+        (directory / "tls-cert.pem").write_text("garbage")
+        top.reload()
+        self.assertEqual(secure.endpoint._sslContextFactory.certificate.fingerprint, renewed)
