@@ -506,12 +506,94 @@ class ChannelOptions(_Group):
     ]
 
 
+#: The settings the chat server reads from the store (at start, and again
+#: on SIGHUP or REHASH), with what they do.
+SETTINGS = {
+    "motd": "the message of the day (lines separated by \\n); motd.txt is then ignored",
+    "network": "the network name in the welcome and ISUPPORT NETWORK=",
+}
+
+
+class _SettingCommand(_Command):
+    """
+    A command on one setting: C{KEY}.
+    """
+
+    def parseArgs(self, key: str, *value: str) -> None:
+        if key not in SETTINGS:
+            raise usage.UsageError(f"unknown setting {key!r}: one of {', '.join(SETTINGS)}")
+        self["key"] = key
+        self["value"] = value
+
+
+class SettingSetOptions(_SettingCommand):
+    """
+    C{setting set KEY VALUE}.
+    """
+
+    longdesc = "Set a server setting: " + "; ".join(f"{k}: {v}" for k, v in SETTINGS.items())
+
+    def prepare(self) -> None:
+        if len(self["value"]) != 1:
+            raise usage.UsageError("give the value as one argument (quote it)")
+
+    def execute(self, store: Store) -> None:
+        value = self["value"][0].replace("\\n", "\n")
+        if self["key"] == "network":
+            from netservices.chat.tap import _serverName
+
+            value = _serverName(value)
+        store.setSetting(self["key"], value)
+        print(f"set {self['key']} (the server reads it within 10 s, or at once on SIGHUP)")
+
+
+class SettingUnsetOptions(_SettingCommand):
+    """
+    C{setting unset KEY}.
+    """
+
+    longdesc = "Forget a server setting (the server's default applies again)."
+
+    def execute(self, store: Store) -> None:
+        store.deleteSetting(self["key"])
+        print(f"unset {self['key']}")
+
+
+class SettingListOptions(_ListCommand):
+    """
+    C{setting list}.
+    """
+
+    longdesc = "List the server settings that are set."
+    empty = "no settings"
+    header = ["SETTING", "VALUE"]
+
+    def rows(self, store: Store) -> list[list[str]]:
+        return [
+            [key, value.replace("\n", "\\n")] for key, value in store.listSettings().items()
+        ]
+
+
+class SettingOptions(_Group):
+    """
+    C{chat-admin setting}.
+    """
+
+    synopsis = "set|unset|list ..."
+    longdesc = "Server settings kept in the store: " + ", ".join(SETTINGS) + "."
+    subCommands = [
+        ["set", None, SettingSetOptions, "Set a setting."],
+        ["unset", None, SettingUnsetOptions, "Forget a setting."],
+        ["list", None, SettingListOptions, "List the settings."],
+    ]
+
+
 class ChatAdminOptions(_Group):
     """
     C{netservices chat-admin}.
     """
 
-    synopsis = "[--data-dir DIR] user|oper|channel ..."
+    synopsis = "[--data-dir DIR] user|oper|channel|setting ..."
     longdesc = (
         "Manage the chat server's accounts, IRC operators and registered"
         " channels, in the SQLite file (chat.sqlite3) of its state directory;"
@@ -532,6 +614,7 @@ class ChatAdminOptions(_Group):
         ["user", None, UserOptions, "Add, delete, list accounts; passwords, certificates."],
         ["oper", None, OperOptions, "Grant or revoke IRC operator rights."],
         ["channel", None, ChannelOptions, "Register, drop, list channels."],
+        ["setting", None, SettingOptions, "Server settings: " + ", ".join(SETTINGS) + "."],
     ]
 
     def postOptions(self) -> None:

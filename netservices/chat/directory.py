@@ -114,6 +114,10 @@ class StoreDirectory(MemoryDirectory, service.Service):
         self.store = store
         self.clock = clock
         self.refreshInterval = refreshInterval
+        #: The server settings last read (see C{chat-admin setting}), and
+        #: what to call when they change.
+        self.settings: dict[str, str] = {}
+        self.settingsChanged = lambda settings: None
         self.historyInterval = historyInterval
         self._refresher: LoopingCall | None = None
         self._pending: dict[str, deque] = {}
@@ -136,6 +140,10 @@ class StoreDirectory(MemoryDirectory, service.Service):
     async def _refresh(self) -> None:
         accounts = await self.store.listAccounts()
         channels = await self.store.listChannels()
+        settings = await self.store.listSettings()
+        if settings != self.settings:
+            self.settings = settings
+            self.settingsChanged(settings)
         self.accounts = {
             foldCase(a.name): AccountSummary(a.name, a.oper) for a in accounts
         }

@@ -764,8 +764,24 @@ class Store:
             )
 
 
+    def deleteSetting(self, key: str) -> None:
+        """
+        Forget setting C{key} (nothing if it is not set).
+        """
+        with self._write() as db:
+            db.execute("DELETE FROM settings WHERE key = ?", (key,))
+
+    def listSettings(self) -> dict[str, str]:
+        """
+        @return: every setting.
+        """
+        return dict(self._db.execute("SELECT key, value FROM settings ORDER BY key"))
+
+
 #: The methods of L{Store} that L{ThreadedStore} offers.
 STORE_METHODS = (
+    "deleteSetting",
+    "listSettings",
     "addAccount",
     "getAccount",
     "setPassword",

@@ -417,14 +417,17 @@ def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiSe
     Open the account store and build the login portal, as services of
     C{top} (the store first, so that it stops last).
 
-    @return: the store, the password checker and the portal.
+    @return: the store, the password checker, the portal and the settings
+        (C{chat-admin setting}).
     @raise SystemExit: with one line, when the database cannot be used.
     """
     path = dataDir / DATABASE_NAME
     try:
         # Once here, synchronously, so that a bad database is a one-line
         # error at startup rather than a failure on the store's thread.
-        Store.open(path).close()
+        opened = Store.open(path)
+        settings = opened.listSettings()
+        opened.close()
     except (StoreError, OSError) as e:
         raise SystemExit(f"netservices chat: {e}")
     store = ThreadedStore(path, reactor)
@@ -440,7 +443,7 @@ def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiSe
     else:
         realm = ChatRealm(store)
         checkers = [checker, CertificateChecker(store)]
-    return store, checker, Portal(realm, checkers)
+    return store, checker, Portal(realm, checkers), settings
 
 
 def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
@@ -473,8 +476,9 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         motd=motd,
     )
     top = service.MultiService()
-    store, checker, portal = _accounts(options, dataDir, reactor, top)
+    store, checker, portal, settings = _accounts(options, dataDir, reactor, top)
     directory = StoreDirectory(store, reactor)
+    directory.settings = settings
     directory.setServiceParent(top)
     chat = ChatService(
         name, reactor,
@@ -544,6 +548,23 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
 
     CallOnStop(logTotals).setServiceParent(top)
 
+    def applySettings(settings: dict[str, str]) -> None:
+        # chat-admin setting: read at start, every refresh and on reload.
+        info = factory.info
+        network = settings.get("network", options["network"])
+        motd = info.motd
+        if options["motd-file"] is None:
+            if "motd" in settings:
+                motd = tuple(line or " " for line in settings["motd"].split("\n")[:100])
+            else:
+                motd = _dataDirMotd(dataDir, log)
+        if (network, motd) != (info.network, info.motd):
+            factory.info = attrs.evolve(info, network=network, motd=motd)
+            log.info("applied the settings: {keys}", keys=", ".join(sorted(settings)) or "none")
+
+    applySettings(settings)
+    directory.settingsChanged = applySettings
+
     def reload() -> None:
         # SIGHUP or REHASH: accounts, registered channels, the default TLS
         # certificate and the message of the day are read again; nobody is
@@ -570,6 +591,8 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
                     path=options["motd-file"], error=e.strerror,
                 )
                 return
+        elif "motd" in directory.settings:
+            return
         else:
             motd = _dataDirMotd(dataDir, log)
         factory.info = attrs.evolve(factory.info, motd=motd)

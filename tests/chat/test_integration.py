@@ -704,3 +704,58 @@ class ExternalTests(ChatTestCase):
             for line in ("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE EXTERNAL", "AUTHENTICATE +"):
                 client.sendLine(line)
             self.assertEqual((await answer)[-1], expected)
+
+
+class SettingsTests(ChatTestCase):
+    """
+    Settings kept in the store (C{chat-admin setting}) are applied on
+    SIGHUP without dropping anybody.
+    """
+
+    async def test_settingsOnSighup(self) -> None:
+        """
+        The MOTD and network name set with C{chat-admin setting set} while
+        the server runs reach new clients after SIGHUP; a connected client
+        stays; C{setting list} shows them; a bad network name is refused
+        with one line.
+        """
+        state = self.temporaryDirectory() / "state"
+        password = self.temporaryDirectory() / "pw"
+        password.write_text("correct horse\n")
+        admin = ["chat-admin", "--data-dir", str(state)]
+        await runCommand(reactor, [*admin, "user", "add", "root", "--password-file", str(password)])
+        server = await self.startServer(
+            ["chat", "--data-dir", str(state), "--server-name", SERVER,
+             "--listen", "tcp:0:interface=127.0.0.1"],
+            1,
+        )
+        [(host, port)] = server.addresses
+        early = await self.connect(tcp(port, host), "early")
+        for key, value in (("motd", "Line one\\nLine two"), ("network", "HomeNet")):
+            done = await runCommand(reactor, [*admin, "setting", "set", key, value])
+            self.assertEqual(done[2], 0, done)
+        bad = await runCommand(reactor, [*admin, "setting", "set", "network", "Home Net"])
+        oneLineFailure(self, bad, "cannot be a server name", code=1)
+        listed = await runCommand(reactor, [*admin, "setting", "list"])
+        self.assertEqual(
+            listed[0].decode().splitlines(),
+            ["SETTING  VALUE", "motd     Line one\\nLine two", "network  HomeNet"],
+        )
+        server.sendSignal("HUP")
+        await server.waitForEvent(lambda event: "applied the settings" in eventText(event))
+        late = await self.connect(tcp(port, host), "late", register=False)
+        answer = late.linesUntil(isNumeric("376"))
+        for line in ("NICK late", "USER late 0 * :late"):
+            late.sendLine(line)
+        lines = await answer
+        self.assertEqual(
+            lines[0], f":{SERVER} 001 late :Welcome to the HomeNet IRC Network late!~late@127.0.0.1"
+        )
+        self.assertEqual(
+            lines[-3:],
+            [f":{SERVER} 372 late :- Line one", f":{SERVER} 372 late :- Line two",
+             f":{SERVER} 376 late :End of /MOTD command."],
+        )
+        answer = early.linesUntil(lambda line: " PONG " in line)
+        early.sendLine("PING :still")
+        self.assertEqual(await answer, [f":{SERVER} PONG {SERVER} :still"])
