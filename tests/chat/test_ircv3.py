@@ -671,6 +671,9 @@ class PersistentHistoryTests(SynchronousTestCase):
             def listChannels(self):
                 return succeed([ChannelRecord("#Reg", "alice")])
 
+            def listSettings(self):
+                return succeed({})
+
             def getHistory(self, name):
                 asked.append(name)
                 return succeed([entry])
