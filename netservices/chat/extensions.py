@@ -19,7 +19,7 @@ from typing import Callable
 from netservices.chat import numerics
 from netservices.chat.login import NeedMoreParams
 from netservices.chat.service import ChatError
-from netservices.chat.ircv3 import TAGS, TIME, Relayed, addTags, parseTime
+from netservices.chat.ircv3 import TIME, Relayed, addTags, parseTime
 from netservices.chat.wire import MAX_LINE, echoParam, encode, validChannel
 
 #: Most messages one C{CHATHISTORY} command returns (ISUPPORT CHATHISTORY).
@@ -148,7 +148,9 @@ class ExtensionCommands:
             self._sendHistory(channel.name, entries)
 
     def _sendHistory(self, target: str, entries: list[Relayed]) -> None:
-        mask = self.user.tagMask | TIME | TAGS
+        # Original times always (the point of a replay); msgid and client
+        # tags only to clients that enabled message-tags.
+        mask = self.user.tagMask | TIME
         self.sendBatch("chathistory", (target,), [entry.bytesFor(mask) for entry in entries])
 
     def irc_CHATHISTORY(self, params: tuple[str, ...]) -> None:

@@ -513,11 +513,11 @@ class HistoryTests(IRCv3TestCase):
     def test_replayOnJoin(self) -> None:
         """
         A client with batch and server-time gets the recent messages in a
-        chathistory batch, with their original time and msgid; others get
-        none.
+        chathistory batch, with their original time and, if it enabled
+        message-tags, msgid; others get none.
         """
         self.talk(2)
-        carol = self.user("carol", "batch server-time")
+        carol = self.user("carol", "batch server-time message-tags")
         carol.send("JOIN #a")
         lines = carol.received()
         self.assertEqual(
@@ -530,6 +530,11 @@ class HistoryTests(IRCv3TestCase):
         dave = self.user("dave", "server-time")
         dave.send("JOIN #a")
         self.assertEqual(len(dave.received()), 3)
+        erin = self.user("erin", "batch server-time")
+        erin.send("JOIN #a")
+        self.assertEqual(
+            erin.received()[4], f"@batch=1;{TIME} :{ALICE} PRIVMSG #a :line 1"
+        )
 
     def test_chathistory(self) -> None:
         """
@@ -537,7 +542,7 @@ class HistoryTests(IRCv3TestCase):
         and timestamp= references, oldest first in a batch.
         """
         self.talk(5)
-        carol = self.user("carol", "batch server-time draft/chathistory")
+        carol = self.user("carol", "batch server-time draft/chathistory message-tags")
         carol.send("JOIN #a")
         self.assertEqual(len(carol.received()), 3)
 
@@ -581,7 +586,7 @@ class HistoryTests(IRCv3TestCase):
         FAIL; without the capability the command is unknown.
         """
         self.talk(1)
-        carol = self.user("carol", "batch server-time draft/chathistory")
+        carol = self.user("carol", "batch server-time draft/chathistory message-tags")
         carol.send(
             "CHATHISTORY LATEST #a * 5", "CHATHISTORY LATEST #nope * 5",
             "CHATHISTORY BEFORE #a bogus 5", "CHATHISTORY LATEST #a * many",
@@ -643,7 +648,9 @@ class PersistentHistoryTests(SynchronousTestCase):
         )
         two, three = (entry.msgid for entry in directory.channelHistory("#reg"))
         bob = server.connect()
-        bob.send("CAP REQ :batch server-time", "NICK bob", "USER bob 0 * :B", "CAP END")
+        bob.send(
+            "CAP REQ :batch server-time message-tags", "NICK bob", "USER bob 0 * :B", "CAP END"
+        )
         bob.received()
         bob.send("JOIN #reg")
         self.assertEqual(
