@@ -39,8 +39,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 from netservices._common.proxy import transportChain
 
@@ -136,6 +138,7 @@ class ServerCertificate:
         return options
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableServerOptions:
     """
     The TLS context of a listener whose key and certificate files can be
