@@ -17,7 +17,7 @@ history.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -28,11 +28,7 @@ from netservices.chat.authz import Action, Denied, authorize, isChannelOperator
 from netservices.chat.directory import MemoryDirectory
 from netservices.chat.interfaces import IChatClient, IChatService
 from netservices.chat.ircv3 import TAGS, History, MessageIds, Relayed, tagMask
-from netservices.chat.store import HistoryEntry
-
-if TYPE_CHECKING:
-    from netservices.chat.store import ChannelRecord
-
+from netservices.chat.store import ChannelRecord, HistoryEntry
 from netservices.chat.wire import (
     AWAYLEN,
     KICKLEN,

@@ -13,8 +13,13 @@ from netservices._common.udp import GuardedDatagramProtocol
 
 class UDPEchoProtocol(GuardedDatagramProtocol):
     """
-    Serves one UDP port of udp-echo.
+    Serves one UDP port of udp-echo.  It needs nothing from a datagram's
+    L{DatagramInfo} but the destination check, so on a unicast bind its
+    port reads without ancillary data
+    (L{netservices._common.datagram.InfoDatagramPort}).
     """
+
+    wantsDatagramInfo = False
 
     def handleDatagram(
         self, data: bytes, addr: tuple[str, int], info: DatagramInfo
