@@ -543,15 +543,11 @@ class CertificateChecker:
 
     credentialInterfaces = (ICertificateFingerprint,)
 
-    def __init__(self, store, requireAccount: bool = True) -> None:
+    def __init__(self, store) -> None:
         """
         @param store: a L{netservices.chat.store.ThreadedStore}.
-        @param requireAccount: whether the avatar ID must name an account
-            in the store; if not (logins checked by another checker, from
-            C{--auth}), a name without one is a plain, non-operator avatar.
         """
         self.store = store
-        self.requireAccount = requireAccount
 
     def requestAvatarId(self, credentials: ICertificateFingerprint) -> Deferred[bytes]:
         """
