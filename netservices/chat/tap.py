@@ -28,7 +28,7 @@ from netservices._common.listen import (
     ListenOptions,
     StreamListener,
     nonNegativeFloat,
-    nonNegativeInt,
+    numberOption,
     positiveFloat,
     positiveInt,
     splitDescription,
@@ -88,6 +88,10 @@ def _serverName(name: str) -> str:
     return name
 
 
+_historySize = numberOption(int, lambda n: 0 <= n <= 1000, "an integer from 0 to 1000")
+_seconds = numberOption(int, lambda n: n >= 0, "a whole number of seconds, at least 0")
+
+
 class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
     """
     Options of C{twistd netservices chat}.
@@ -115,7 +119,8 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             "data-dir",
             None,
             None,
-            "State directory: the TLS certificate, motd.txt. Default:"
+            "State directory: the TLS certificate, the accounts database"
+            " (chat.sqlite3), motd.txt. Default:"
             " /var/lib/netservices/chat for root, else"
             " $XDG_STATE_HOME/netservices/chat (~/.local/state/...).",
         ],
@@ -193,7 +198,7 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             "Messages (PRIVMSG and NOTICE) each channel keeps for replay on join"
             " and CHATHISTORY, at most 1000; kept across restarts for registered"
             " channels (0: no history).",
-            nonNegativeInt,
+            _historySize,
         ],
         [
             "tls-handshake-timeout",
@@ -218,7 +223,7 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             " when a TLS listener exists: clients that honour it then use TLS only."
             " Default 300, but not offered for the self-signed zero-configuration"
             " certificate (those clients would refuse it) unless given; 0: off.",
-            nonNegativeInt,
+            _seconds,
         ],
     ]
 
