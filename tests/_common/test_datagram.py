@@ -8,13 +8,15 @@ import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, InvalidAddressError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netservices._common.datagram import (
+    UNICAST_DESTINATION,
     DatagramInfo,
     InfoDatagramPort,
+    boundToUnicast,
     listenWithInfo,
 )
 
@@ -46,6 +48,14 @@ class PlainRecorder(DatagramProtocol):
 
     def datagramReceived(self, data, addr):
         self.received.callback((data, addr))
+
+
+class DestinationOnly(Recorder):
+    """
+    A L{Recorder} that needs only the destination check.
+    """
+
+    wantsDatagramInfo = False
 
 
 class Exploding(Recorder):
@@ -237,6 +247,127 @@ class LoopbackTests(TestCase):
             Recorder(),
             "127.0.0.1",
         )
+
+
+class UnicastBindTests(TestCase):
+    """
+    On a unicast bind, protocols that need only the destination check get
+    plain reads and L{UNICAST_DESTINATION}; the others, and every protocol
+    on other binds, get full L{DatagramInfo}s.
+    """
+
+    def listen(self, protocol, interface="127.0.0.1", **kw) -> InfoDatagramPort:
+        port = listenWithInfo(reactor, 0, protocol, interface=interface, **kw)
+        self.addCleanup(port.stopListening)
+        return port
+
+    def roundTrip(self, protocol, interface="127.0.0.1", target="127.0.0.1", **kw):
+        port = self.listen(protocol, interface, **kw)
+        d = protocol.next()
+        family = socket.AF_INET6 if ":" in target else socket.AF_INET
+        sender = socket.socket(family, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.sendto(b"hello", (target, port.getHost().port))
+        return port, d
+
+    def test_boundToUnicast(self):
+        """
+        L{boundToUnicast} is true for specific unicast addresses only: not
+        for the wildcard, nor for an address the routing table calls
+        broadcast (127.255.255.255 on lo), nor multicast or limited
+        broadcast.
+        """
+        expected = [
+            (socket.AF_INET, "127.0.0.1", True),
+            (socket.AF_INET, "127.0.0.2", True),
+            (socket.AF_INET, "0.0.0.0", False),
+            (socket.AF_INET, "127.255.255.255", False),
+            (socket.AF_INET, "255.255.255.255", False),
+            (socket.AF_INET, "224.0.0.251", False),
+            (socket.AF_INET6, "::1", True),
+            (socket.AF_INET6, "::", False),
+            (socket.AF_INET6, "::ffff:127.0.0.1", True),
+        ]
+        found = []
+        for family, host, _ in expected:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind((host, 0))
+                except OSError:
+                    raise self.skipTest(f"cannot bind {host}")
+                found.append((family, host, boundToUnicast(s)))
+        self.assertEqual(found, expected)
+
+    def test_plainReads(self):
+        """
+        On 127.0.0.1 a protocol with C{wantsDatagramInfo = False} gets
+        L{UNICAST_DESTINATION}.
+        """
+        proto = DestinationOnly()
+        port, d = self.roundTrip(proto)
+        self.assertTrue(port.unicast)
+
+        def check(result):
+            data, addr, info = result
+            self.assertEqual((data, addr[0]), (b"hello", "127.0.0.1"))
+            self.assertIs(info, UNICAST_DESTINATION)
+            self.assertFalse(info.addressedToGroupOrBroadcast)
+            self.assertFalse(info.truncated)
+
+        return d.addCallback(check)
+
+    def test_plainReadsIPv6(self):
+        """
+        On ::1 too, with the address reduced to C{(host, port)}.
+        """
+        proto = DestinationOnly()
+        try:
+            port, d = self.roundTrip(proto, "::1", "::1")
+        except CannotListenError:
+            raise self.skipTest("no IPv6")
+        d.addCallback(lambda r: self.assertEqual((len(r[1]), r[2]), (2, UNICAST_DESTINATION)))
+        return d
+
+    def assertFullInfo(self, proto, **kw):
+        port, d = self.roundTrip(proto, **kw)
+        return d.addCallback(lambda r: self.assertEqual(r[2].destination, "127.0.0.1"))
+
+    def test_wildcardFullInfo(self):
+        """
+        On 0.0.0.0, which receives broadcasts, every datagram's destination
+        is read, whatever the protocol wants.
+        """
+        return self.assertFullInfo(DestinationOnly(), interface="0.0.0.0")
+
+    def test_protocolWantsInfo(self):
+        """
+        A protocol that does not say otherwise gets full information on a
+        unicast bind too.
+        """
+        return self.assertFullInfo(Recorder())
+
+    def test_smallReadsFullInfo(self):
+        """
+        Below 65,535-byte reads truncation is possible, so the kernel's
+        flags are read.
+        """
+        return self.assertFullInfo(DestinationOnly(), maxPacketSize=1000)
+
+    def test_write(self):
+        """
+        C{write} sends to numeric addresses, and leaves hostnames, the
+        wrong family and errors to Twisted's checks.
+        """
+        port = self.listen(Recorder())
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        port.write(b"sent", receiver.getsockname())
+        self.assertEqual(receiver.recv(100), b"sent")
+        self.assertRaises(InvalidAddressError, port.write, b"x", ("localhost", 9))
+        self.assertRaises(InvalidAddressError, port.write, b"x", ("::1", 9))
+        self.assertRaises(MessageLengthError, port.write, bytes(70000), receiver.getsockname())
 
 
 class DatagramInfoTests(SynchronousTestCase):

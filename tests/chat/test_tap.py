@@ -114,14 +114,15 @@ class MakeServiceTests(SynchronousTestCase):
     def test_history(self) -> None:
         """
         --history sets how many messages each channel keeps (100 by
-        default, at most 1000, 0 for none).
+        default, 0 for none); more than 1000 or less than 0 is refused.
         """
         for argv, kept in ([(), 100], [("--history", "5"), 5], [("--history", "0"), 0],
-                           [("--history", "5000"), 1000]):
+                           [("--history", "1000"), 1000]):
             options = parse("--data-dir", self.mktemp(), "--port", "0", *argv)
             top = makeService(options, options.reactor)
             self.assertEqual(top.factory.service.limits.history, kept, argv)
         self.assertRaises(usage.UsageError, parse, "--history", "-1")
+        self.assertRaises(usage.UsageError, parse, "--history", "1001")
 
     def test_unusableDataDirectory(self) -> None:
         """

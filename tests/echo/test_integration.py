@@ -252,23 +252,65 @@ class BroadcastTests(TwistdTestCase):
         server bound to 0.0.0.0 but gets no echo (the refusal is logged);
         a unicast datagram sent after it is echoed.
         """
+        answer, counts, server = await self.broadcastThenUnicast("0.0.0.0")
+        self.assertEqual((answer, counts), (b"unicast", (2, 1)))
+        refusals = server.eventsMatching(
+            lambda e: e.get("reason") == "broadcast-or-multicast-destination"
+        )
+        self.assertEqual(len(refusals), 1)
+
+    async def broadcastThenUnicast(self, interface: str):
+        """
+        Start udp-echo on port 7777 of C{interface} on host 2; from host 1,
+        send it a directed broadcast, then a unicast datagram; stop it.
+
+        @return: the first answer (C{b"timeout"} if none came within 2 s),
+            the datagrams received and answered, and the server.
+        """
         server = await self.startServer(
-            ["udp-echo", "--listen", "udp:7777"], 1, prefix=self.lab.prefix(2)
+            ["udp-echo", "--listen", f"udp:7777:interface={interface}"],
+            1,
+            prefix=self.lab.prefix(2),
         )
         script = (
             "import socket\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
             "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
             "s.bind(('0.0.0.0', 40000))\n"
-            "s.settimeout(10)\n"
+            "s.settimeout(2)\n"
             f"s.sendto(b'broadcast', ('{self.lab.broadcast}', 7777))\n"
             f"s.sendto(b'unicast', ('{self.lab.address(2)}', 7777))\n"
-            "print(s.recvfrom(100)[0].decode())\n"
+            "try:\n"
+            "    print(s.recvfrom(100)[0].decode())\n"
+            "except socket.timeout:\n"
+            "    print('timeout')\n"
         )
         out, err, code = await runProcess(
             reactor, [*self.lab.prefix(1), sys.executable, "-c", script]
         )
-        self.assertEqual((code, out.strip()), (0, b"unicast"), err)
+        self.assertEqual(code, 0, err)
+        await server.stop()
+        [totals] = server.eventsMatching(lambda e: "answered" in e)
+        return out.strip(), (totals["received"], totals["answered"]), server
+
+    async def test_unicastBindGetsNoBroadcast(self) -> None:
+        """
+        Bound to its unicast address, udp-echo reads without ancillary data
+        (L{netservices._common.datagram.boundToUnicast}): that is safe
+        because the kernel never delivers it the directed broadcast, which
+        is neither answered nor even received.
+        """
+        answer, counts, _ = await self.broadcastThenUnicast(self.lab.address(2))
+        self.assertEqual((answer, counts), (b"unicast", (1, 1)))
+
+    async def test_broadcastAddressBind(self) -> None:
+        """
+        Bound to the subnet's broadcast address, which receives directed
+        broadcasts, udp-echo reads every datagram's destination and refuses
+        them.
+        """
+        answer, counts, server = await self.broadcastThenUnicast(self.lab.broadcast)
+        self.assertEqual((answer, counts), (b"timeout", (1, 0)))
         refusals = server.eventsMatching(
             lambda e: e.get("reason") == "broadcast-or-multicast-destination"
         )
