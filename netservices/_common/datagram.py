@@ -207,7 +207,7 @@ class InfoDatagramPort(udp.Port):
     know that a datagram was not addressed to a broadcast or multicast
     address.  On a port bound to a unicast address (L{boundToUnicast}) that
     needs no ancillary data: it reads with plain C{recvfrom} and gives it
-    L{UNICAST_DESTINATION}, which saves a third of udp-echo's time per
+    L{UNICAST_DESTINATION}, which saves about 30 % of udp-echo's time per
     datagram (see C{benchmarks/}).
 
     @ivar unicast: whether the socket is bound to a unicast address.

@@ -15,8 +15,6 @@ client address is known.
 
 from __future__ import annotations
 
-import time
-from operator import attrgetter
 from typing import Callable
 
 import attrs
@@ -73,30 +71,13 @@ def peerKey(address: object) -> str | None:
     return None
 
 
-class NotesReceived:
-    """
-    A mixin for protocols served under a L{LimitingFactory} that note
-    themselves when data last came from the peer: their C{dataReceived}
-    starts with C{self.lastReceived = self.seconds()}.  Their reads then go
-    straight to them, not through L{LimitingProtocol} (a Python call less
-    per read; see C{benchmarks/}).
-
-    @ivar lastReceived: when data last came from the peer.
-    @ivar seconds: the clock; the factory's, once admitted.
-    """
-
-    lastReceived = 0.0
-    seconds = staticmethod(time.time)
-
-
 @implementer(IHandshakeListener)
 class LimitingProtocol(ProtocolWrapper):
     """
     Admits or refuses one connection when it is made, and is aborted by its
     factory after C{idleTimeout} seconds without inbound data.  It stands
     between the transport and the wrapped protocol on the way in only: the
-    wrapped protocol gets the transport itself.  A wrapped protocol that
-    notes the time of its reads (L{NotesReceived}) gets them directly too.
+    wrapped protocol gets the transport itself.
 
     @ivar lastReceived: when data last came from the peer (or the
         connection was admitted).
@@ -122,15 +103,12 @@ class LimitingProtocol(ProtocolWrapper):
             transport.loseConnection()
             return
         self._admitted = True
-        self._admit(self.factory.clock.seconds)
+        self._now = self.factory.clock.seconds
         self.factory.watch(self)
         # The wrapped protocol writes to the real transport: this wrapper
         # only needs to see what comes in, and a layer less on every write
         # is measurable (benchmarks/).
         self.wrappedProtocol.makeConnection(transport)
-
-    def _admit(self, seconds: Callable[[], float]) -> None:
-        self._now = seconds
 
     def dataReceived(self, data: bytes) -> None:
         if self._admitted:
@@ -158,45 +136,6 @@ class LimitingProtocol(ProtocolWrapper):
             "idle-timeout", peerDescription(self.transport.getPeer())
         )
         self.transport.abortConnection()
-
-
-class _Refused:
-    """
-    Where the reads of a connection that was not admitted go: nowhere.
-    """
-
-    @staticmethod
-    def dataReceived(data: bytes) -> None:
-        pass
-
-
-def _setLastReceived(protocol: _DirectReadsProtocol, value: float) -> None:
-    protocol._reader.lastReceived = value
-
-
-class _DirectReadsProtocol(LimitingProtocol):
-    """
-    A L{LimitingProtocol} for a L{NotesReceived} protocol: once admitted,
-    C{dataReceived} is the wrapped protocol's own, looked up in C (no
-    Python call in between), and C{lastReceived} is the wrapped protocol's.
-    """
-
-    _reader: NotesReceived | type[_Refused] = _Refused
-    dataReceived = property(attrgetter("_reader.dataReceived"))  # type: ignore[assignment]
-    lastReceived = property(  # type: ignore[assignment]
-        attrgetter("_reader.lastReceived"), _setLastReceived
-    )
-
-    def _admit(self, seconds: Callable[[], float]) -> None:
-        self._reader = self.wrappedProtocol
-        # The reactor's clock is the default one: no need to store it in
-        # every connection.
-        if seconds is not NotesReceived.seconds:
-            self._reader.seconds = seconds
-
-    def connectionLost(self, reason):
-        self._reader = _Refused
-        super().connectionLost(reason)
 
 
 class LimitingFactory(WrappingFactory):
@@ -246,14 +185,6 @@ class LimitingFactory(WrappingFactory):
         self.perPeer: dict[str, int] = {}
         self._watched: set[LimitingProtocol] = set()
         self._idleCall: IDelayedCall | None = None
-
-    def buildProtocol(self, addr):
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        if isinstance(wrapped, NotesReceived) and self.protocol is LimitingProtocol:
-            return _DirectReadsProtocol(self, wrapped)
-        return self.protocol(self, wrapped)
 
     def admit(self, key: str | None) -> str | None:
         """

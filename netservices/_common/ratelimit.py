@@ -36,12 +36,20 @@ class TokenBucket:
 
         @return: whether they were taken.
         """
-        elapsed = max(0.0, now - self._updated)
-        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        # Comparisons, not max() and min(): this runs for every datagram
+        # answered.
+        tokens = self.tokens
+        elapsed = now - self._updated
+        if elapsed > 0.0:
+            tokens += elapsed * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         self._updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
+        if tokens >= cost:
+            tokens -= cost
+            self.tokens = tokens
             return True
+        self.tokens = tokens
         return False
 
 
@@ -79,6 +87,8 @@ class PrefixRateLimiter:
         self.limits = limits
         self._clock = clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._shift4 = 32 - limits.ipv4Prefix
+        self._shift6 = 128 - limits.ipv6Prefix
         self._global = (
             TokenBucket(limits.globalRate, limits.globalBurst, clock.seconds())
             if limits.globalRate > 0
@@ -96,8 +106,8 @@ class PrefixRateLimiter:
             return host
         number = int.from_bytes(packed, "big")
         if len(packed) == 4:
-            return (4, number >> (32 - self.limits.ipv4Prefix))
-        return (6, number >> (128 - self.limits.ipv6Prefix))
+            return (4, number >> self._shift4)
+        return (6, number >> self._shift6)
 
     def check(self, host: str, cost: float = 1.0) -> str | None:
         """

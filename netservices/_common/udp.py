@@ -97,8 +97,8 @@ class GuardedDatagramProtocol(DatagramProtocol):
     implement L{handleDatagram} and answer through L{reply}.
 
     @cvar wantsDatagramInfo: whether L{handleDatagram} uses the
-        L{DatagramInfo} beyond the policy's destination check; subclasses
-        that do not set it to L{False}, and get faster reads on a unicast
+        L{DatagramInfo} beyond the policy's destination check.  Subclasses
+        that do not set it to L{False} and get faster reads on a unicast
         bind (L{netservices._common.datagram.InfoDatagramPort}).
     """
 

@@ -9,18 +9,16 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from netservices._common.eager import PausesReading, setNoDelay
-from netservices._common.limits import NotesReceived
 
 
 
-class TCPEchoProtocol(NotesReceived, PausesReading, Protocol):
+class TCPEchoProtocol(PausesReading, Protocol):
     """
     Echoes what it receives.  It is the producer of its own transport: when
     the peer does not read and the write buffer fills, the transport pauses
     it, and it stops reading from the peer, so the server never buffers more
     than about two reads per connection; TCP flow control then holds the
-    sender.  It notes the time of its reads for the idle timeout itself, so
-    they do not pass through the connection limits' wrapper.
+    sender.
     """
 
     factory: TCPEchoFactory
@@ -31,7 +29,6 @@ class TCPEchoProtocol(NotesReceived, PausesReading, Protocol):
         self.factory.counts["connections"] += 1
 
     def dataReceived(self, data: bytes) -> None:
-        self.lastReceived = self.seconds()
         self.factory.counts["bytes"] += len(data)
         self.transport.write(data)
 

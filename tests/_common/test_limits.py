@@ -16,24 +16,13 @@ from netservices._common.limits import (
     ConnectionLimits,
     LimitingFactory,
     LimitingProtocol,
-    NotesReceived,
     peerDescription,
     peerKey,
 )
 from netservices._common.logs import RefusalLog
-from netservices.testing import RecordingFactory, RecordingProtocol
+from netservices.testing import RecordingFactory
 
 SERVER = IPv4Address("TCP", "127.0.0.1", 7007)
-
-
-class NotingProtocol(NotesReceived, RecordingProtocol):
-    """
-    A L{RecordingProtocol} that notes the time of its reads itself.
-    """
-
-    def dataReceived(self, data: bytes) -> None:
-        self.lastReceived = self.seconds()
-        super().dataReceived(data)
 
 
 def refusalMessage(reason: str) -> bytes:
@@ -447,39 +436,3 @@ class PeerTests(SynchronousTestCase):
             peerKey(IPv6Address("TCP", "2001:db8::1:2:3:4", 80)), "2001:db8::/64"
         )
         self.assertIsNone(peerKey(UNIXAddress(b"/run/x")))
-
-
-class NotesReceivedTests(LimitingTests):
-    """
-    The limits hold the same for wrapped protocols that note the time of
-    their reads themselves (L{NotesReceived}); their reads skip the
-    wrapper.  (Every test of L{LimitingTests} runs again with one.)
-    """
-
-    def makeFactory(self, **limits: float) -> LimitingFactory:
-        factory = super().makeFactory(**limits)
-        self.wrapped.protocol = NotingProtocol
-        return factory
-
-    def test_readsSkipWrapper(self):
-        """
-        An admitted connection's reads go to the wrapped protocol's own
-        C{dataReceived}, which notes their time on the factory's clock.
-        """
-        self.makeFactory(idleTimeout=8.0)
-        protocol, transport = self.connect("192.0.2.1")
-        wrapped = self.wrapped.built[0]
-        self.assertEqual(protocol.dataReceived, wrapped.dataReceived)
-        self.clock.advance(3)
-        protocol.dataReceived(b"x")
-        self.assertEqual((wrapped.lastReceived, wrapped.received), (3.0, b"x"))
-
-    def test_refusedReadsDropped(self):
-        """
-        A refused connection's reads still reach nobody.
-        """
-        self.makeFactory(maxPerPeer=1, idleTimeout=8.0)
-        self.connect("192.0.2.1")
-        protocol, transport = self.connect("192.0.2.1")
-        protocol.dataReceived(b"x")
-        self.assertEqual(self.wrapped.built[1].received, b"")

@@ -3,11 +3,9 @@ Tests for L{netservices.echo.tcp}.
 """
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from netservices._common.limits import ConnectionLimits, LimitingFactory
 from netservices.echo.tcp import TCPEchoFactory
 
 
@@ -70,30 +68,3 @@ class TCPEchoProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "paused")
         protocol.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
-
-
-class LimitedEchoTests(SynchronousTestCase):
-    """
-    Under the connection limits, L{TCPEchoProtocol} notes its reads for
-    the idle timeout itself.
-    """
-
-    def test_idleTimeoutInboundOnly(self):
-        """
-        Echoed data keeps a connection open; after C{idleTimeout} seconds
-        without any, the connection is aborted.
-        """
-        clock = Clock()
-        factory = LimitingFactory(TCPEchoFactory(), ConnectionLimits(idleTimeout=8.0), clock)
-        peer = IPv4Address("TCP", "192.0.2.7", 40000)
-        transport = NoDelayTransport(peerAddress=peer)
-        protocol = factory.buildProtocol(peer)
-        protocol.makeConnection(transport)
-        for _ in range(5):
-            clock.advance(7)
-            protocol.dataReceived(b"ping")
-        self.assertEqual((transport.value(), transport.disconnecting), (b"ping" * 5, False))
-        clock.advance(7.5)
-        self.assertFalse(transport.disconnecting)
-        clock.advance(0.5)
-        self.assertTrue(transport.disconnected)

@@ -2,12 +2,16 @@
 Tests for L{netservices.echo.udp}.
 """
 
+import os
+import socket
+
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from netservices._common.datagram import DatagramInfo
+from netservices._common.datagram import DatagramInfo, listenWithInfo
 from netservices._common.ratelimit import RateLimits
 from netservices._common.udp import DatagramGuard
 from netservices.echo.udp import UDPEchoProtocol
@@ -88,3 +92,58 @@ class UDPEchoProtocolTests(SynchronousTestCase):
                 pending.append((other, data, aAddress if target is a else bAddress))
         self.assertLessEqual(delivered, 2 * burst + 1)
         self.assertEqual(pending, [])
+
+
+class UnicastBindTests(SynchronousTestCase):
+    """
+    On a unicast bind, udp-echo reads without ancillary data and still
+    applies the whole source policy and the rate limits.
+    """
+
+    def test_policyOnPlainReads(self):
+        """
+        Bound to 127.0.0.1, an ordinary datagram is echoed; datagrams from
+        our own port, from a reserved port (as root) and beyond the burst
+        are refused and counted.
+        """
+        guard = DatagramGuard(
+            RateLimits(rate=0, burst=2), Clock(), Logger(observer=lambda event: None)
+        )
+        port = listenWithInfo(reactor, 0, UDPEchoProtocol(guard), "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(port.unicast)
+        echoPort = port.getHost().port
+        guard.ownPorts.add(echoPort)
+
+        def sender(address):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(s.close)
+            s.bind(address)
+            s.setblocking(False)
+            return s
+
+        def answers(s):
+            got = []
+            while True:
+                try:
+                    got.append(s.recv(100))
+                except BlockingIOError:
+                    return got
+
+        ordinary = sender(("127.0.0.1", 0))
+        ownPort = sender(("127.0.0.2", echoPort))
+        ownPort.sendto(b"own", ("127.0.0.1", echoPort))
+        refused = {"own-port-source": 1, "rate-limit-prefix": 1}
+        if os.geteuid() == 0:
+            reserved = sender(("127.0.0.1", 1000))
+            reserved.sendto(b"reserved", ("127.0.0.1", echoPort))
+            refused["reserved-source-port"] = 1
+        for n in range(3):
+            ordinary.sendto(b"%d" % n, ("127.0.0.1", echoPort))
+        port.doRead()
+        self.assertTrue(port._plainReads)
+        self.assertEqual(answers(ordinary), [b"0", b"1"])
+        self.assertEqual(answers(ownPort), [])
+        self.assertEqual(dict(guard.refusals.counts), refused)
+        received = 3 + sum(refused.values()) - refused["rate-limit-prefix"]
+        self.assertEqual(guard.counts, {"received": received, "answered": 2})
