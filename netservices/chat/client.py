@@ -247,15 +247,10 @@ def sourceOf(line: bytes) -> str | None:
     """
     @return: the source (C{nick!user@host} or a server name) in front of a
         line from the server, after its tags if any; L{None} if it has
-        none.  (L{parseLine} reads the rest, but drops the source, which a
-        server must never take from a client.)
+        none.
     """
-    rest = line.lstrip(b" ")
-    if rest.startswith(b"@"):
-        rest = rest.partition(b" ")[2].lstrip(b" ")
-    if rest.startswith(b":"):
-        return rest[1:].partition(b" ")[0].decode("utf-8", "replace") or None
-    return None
+    message = parseLine(line)
+    return message.source if isinstance(message, Message) else None
 
 
 def nickOf(source: str | None) -> str | None:
@@ -505,9 +500,9 @@ class ChatConnection(Protocol):
             if message.command == "ERROR":
                 self.closing = message.params[0] if message.params else "closed"
             if self.registered.called:
-                self.received(sourceOf(line), message)
+                self.received(message.source, message)
             else:
-                self._registering(sourceOf(line), message)
+                self._registering(message.source, message)
             if self.lost:
                 return
 

@@ -51,11 +51,15 @@ class Message:
     @ivar tags: the message tags, unescaped, in the order sent (a key
         sent twice keeps its last value); a tag without a value has
         C{""}.
+    @ivar source: the source in front of the line, for clients reading a
+        server's lines; the chat server never uses it (it builds every
+        source itself), and it takes no part in comparing messages.
     """
 
     command: str
     params: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
+    source: str | None = attrs.field(default=None, eq=False)
 
     def tag(self, key: str) -> str | None:
         """
@@ -160,9 +164,8 @@ _COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}\Z")
 def parseLine(line: bytes) -> Message | Refusal:
     """
     Parse one line (without its line end).  Invalid UTF-8 is decoded with
-    U+FFFD in place of the bad bytes, which name checks then refuse; tags
-    and a source sent by a client are ignored (the server builds every
-    source itself).
+    U+FFFD in place of the bad bytes, which name checks then refuse.  The
+    source is kept in L{Message.source} for clients; the server ignores it.
     """
     if b"\0" in line:
         return Refusal("nul")
@@ -171,13 +174,17 @@ def parseLine(line: bytes) -> Message | Refusal:
     text = line.decode("utf-8", "replace")
     position, end = 0, len(text)
     tags: tuple[tuple[str, str], ...] = ()
+    source: str | None = None
     for marker in "@:":
         while position < end and text[position] == " ":
             position += 1
         if position < end and text[position] == marker:
             space = text.find(" ", position)
+            field = text[position + 1 : end if space < 0 else space]
             if marker == "@":
-                tags = parseTags(text[position + 1 : end if space < 0 else space])
+                tags = parseTags(field)
+            else:
+                source = field or None
             position = end if space < 0 else space
     while position < end and text[position] == " ":
         position += 1
@@ -205,7 +212,7 @@ def parseLine(line: bytes) -> Message | Refusal:
             space = end
         params.append(text[position:space])
         position = space
-    return Message(command.upper(), tuple(params), tags)
+    return Message(command.upper(), tuple(params), tags, source)
 
 
 #: A tag key: an optional client-only C{+}, an optional vendor (a host
