@@ -18,12 +18,11 @@ import json
 import os
 import sys
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 from twisted.python import usage
 
 from netservices._common.addresses import joinHostPort, splitHostPort
-from netservices._common.client import ClientError, InterspersedOptions
+from netservices._common.client import ClientError, InterspersedOptions, untilInterrupted
 from netservices._common.listen import (
     nonNegativeFloat,
     numberOption,
@@ -300,7 +299,7 @@ class _EchoOptions(_ClientOptions):
 
         @return: the exit status: 0 when everything came back intact, once.
         """
-        return await _untilInterrupted(reactor, self._echoAndSummarise(reactor))
+        return await untilInterrupted(reactor, self._echoAndSummarise(reactor))
 
     async def _echoAndSummarise(self, reactor) -> int:
         try:
@@ -545,39 +544,6 @@ def commandName(options: usage.Options) -> str:
         words.append(options.subCommand)
         options = options.subOptions
     return " ".join(words)
-
-
-async def _untilInterrupted(reactor, coroutine):
-    """
-    Run C{coroutine}, cancelling it if the reactor is asked to stop (Ctrl-C),
-    and holding the stop until it has returned, so that it can still say
-    what it did.
-
-    @return: what C{coroutine} returns.
-    """
-    running = Deferred.fromCoroutine(coroutine)
-    finished: Deferred[None] = Deferred()
-
-    def passOn(result):
-        finished.callback(None)
-        return result
-
-    running.addBoth(passOn)
-    interrupted = False
-
-    def interrupt() -> Deferred[None]:
-        nonlocal interrupted
-        interrupted = True
-        running.cancel()
-        return finished
-
-    trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupt)
-    try:
-        return await running
-    finally:
-        # Once fired, a trigger stays out of the way (and removing it warns).
-        if not interrupted:
-            reactor.removeSystemEventTrigger(trigger)
 
 
 async def _run(reactor, options: Options) -> None:

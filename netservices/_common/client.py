@@ -13,6 +13,7 @@ import socket
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, error
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.threads import deferToThread
@@ -187,3 +188,36 @@ async def connectStream(
         raise
     except Exception as e:
         raise errorType(connectionFailure(e, host, where))
+
+
+async def untilInterrupted(reactor, coroutine):
+    """
+    Run C{coroutine}, cancelling it if the reactor is asked to stop (Ctrl-C),
+    and holding the stop until it has returned, so that it can still say
+    what it did.
+
+    @return: what C{coroutine} returns.
+    """
+    running = Deferred.fromCoroutine(coroutine)
+    finished: Deferred[None] = Deferred()
+
+    def passOn(result):
+        finished.callback(None)
+        return result
+
+    running.addBoth(passOn)
+    interrupted = False
+
+    def interrupt() -> Deferred[None]:
+        nonlocal interrupted
+        interrupted = True
+        running.cancel()
+        return finished
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", interrupt)
+    try:
+        return await running
+    finally:
+        # Once fired, a trigger stays out of the way (and removing it warns).
+        if not interrupted:
+            reactor.removeSystemEventTrigger(trigger)

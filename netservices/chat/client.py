@@ -63,6 +63,7 @@ from netservices._common.client import (
     InterspersedOptions,
     connectStream,
     tlsOptions,
+    untilInterrupted,
 )
 from netservices._common.listen import positiveFloat
 from netservices.chat import numerics
@@ -1180,9 +1181,7 @@ class ChatClientOptions(InterspersedOptions):
         @return: the exit status.
         """
         # Here, not at the top: netservices.cli imports this module.
-        from netservices.cli import _untilInterrupted
-
-        return await _untilInterrupted(reactor, ChatClient(reactor, self).run())
+        return await untilInterrupted(reactor, ChatClient(reactor, self).run())
 
 
 class ChatClient:

@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvides, implementer, providedBy
 
 from netservices import cli
-from netservices._common.client import ClientError
+from netservices._common.client import ClientError, untilInterrupted
 from netservices.echo.client import (
     HEADER,
     MAX_UDP_MESSAGE,
@@ -1265,7 +1265,7 @@ class CommandTests(TestCase):
 
 class FakeShutdown:
     """
-    Just enough of a reactor for L{cli._untilInterrupted}: its shutdown
+    Just enough of a reactor for L{untilInterrupted}: its shutdown
     triggers.
     """
 
@@ -1302,7 +1302,7 @@ class InterruptTests(SynchronousTestCase):
                 afterwards.append("summary")
             return 1
 
-        result = defer.Deferred.fromCoroutine(cli._untilInterrupted(shutdown, run()))
+        result = defer.Deferred.fromCoroutine(untilInterrupted(shutdown, run()))
         (trigger,) = shutdown.triggers.values()
         stopping = trigger()
         self.assertEqual(afterwards, ["summary"])
@@ -1318,6 +1318,6 @@ class InterruptTests(SynchronousTestCase):
         async def run() -> int:
             return 0
 
-        result = defer.Deferred.fromCoroutine(cli._untilInterrupted(shutdown, run()))
+        result = defer.Deferred.fromCoroutine(untilInterrupted(shutdown, run()))
         self.assertEqual(self.successResultOf(result), 0)
         self.assertEqual(shutdown.triggers, {})
