@@ -103,6 +103,22 @@ class ChatTestCase(TwistdTestCase):
             args += ["--listen", description]
         return await self.startServer(args, len(listen))
 
+    async def aliceInClearBobOverTLS(self):
+        """
+        Start the server with a plaintext and a TLS listener; connect and
+        register alice on the first and bob on the second.
+
+        @return: the server, the CA certificate's path, alice and bob.
+        """
+        pem, ca = writeCertificate(self.temporaryDirectory())
+        server = await self.startChat(
+            "tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={pem}:interface=127.0.0.1"
+        )
+        (_, plainPort), (_, tlsPort) = server.addresses
+        alice = await self.connect(tcp(plainPort), "alice")
+        bob = await self.connect(tls(tlsPort, ca.read_bytes()), "bob")
+        return server, ca, alice, bob
+
     async def whois(self, asker, nick: str) -> list[str]:
         """
         @return: the lines of the answer to C{asker}'s C{WHOIS nick}, up to
@@ -191,13 +207,8 @@ class ConversationTests(ChatTestCase):
         Bob and not for Alice.  A client that trusts another certificate,
         or expects another name, refuses the server's.
         """
-        pem, ca = writeCertificate(self.temporaryDirectory())
-        server = await self.startChat(
-            "tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={pem}:interface=127.0.0.1"
-        )
+        server, ca, alice, bob = await self.aliceInClearBobOverTLS()
         (_, plainPort), (_, tlsPort) = server.addresses
-        alice = await self.connect(tcp(plainPort), "alice")
-        bob = await self.connect(tls(tlsPort, ca.read_bytes()), "bob")
 
         aboutBob = await self.whois(alice, "bob")
         self.assertEqual(numerics(aboutBob), ["311", "312", "671", "317", "318"])
@@ -396,13 +407,8 @@ class StopTests(ChatTestCase):
         gets an C{ERROR} line saying the server is shutting down and a
         clean close; the server exits with status 0 once they are closed.
         """
-        pem, ca = writeCertificate(self.temporaryDirectory())
-        server = await self.startChat(
-            "tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={pem}:interface=127.0.0.1"
-        )
+        server, ca, alice, bob = await self.aliceInClearBobOverTLS()
         (_, plainPort), (_, tlsPort) = server.addresses
-        alice = await self.connect(tcp(plainPort), "alice")
-        bob = await self.connect(tls(tlsPort, ca.read_bytes()), "bob")
         for client in (alice, bob):
             client.join("#room")
             await client.next("joined")
