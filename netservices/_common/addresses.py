@@ -30,6 +30,16 @@ def parseIP(host: str) -> IPAddress | None:
     return address
 
 
+def isLoopback(host: str) -> bool:
+    """
+    @return: whether C{host} is a loopback IP address (127.0.0.0/8, ::1,
+        and IPv4-mapped forms); L{False} for anything that is not an IP
+        address.
+    """
+    address = parseIP(host)
+    return address is not None and address.is_loopback
+
+
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 
 

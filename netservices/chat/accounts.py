@@ -58,7 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from netservices._common.addresses import parseIP, prefixKey
+from netservices._common.addresses import isLoopback, prefixKey
 from netservices._common.logs import RefusalLog
 from netservices._common.ratelimit import PrefixRateLimiter, RateLimits
 from netservices.chat.wire import foldCase, validNick
@@ -271,11 +271,6 @@ class LoginLimits:
         return min(self.accountMaxDelay, self.accountFirstDelay * 2.0**doublings)
 
 
-def _isLoopback(source: str) -> bool:
-    address = parseIP(source)
-    return address is not None and address.is_loopback
-
-
 @implementer(ICredentialsChecker)
 class AccountChecker:
     """
@@ -380,7 +375,7 @@ class AccountChecker:
         source = str(getattr(credentials, "source", "") or "")
         shown = name if validNick(name) else repr(name[:40])
         who = f"{source or 'unknown source'} for account {shown}"
-        if not getattr(credentials, "secure", True) and not _isLoopback(source):
+        if not getattr(credentials, "secure", True) and not isLoopback(source):
             # The protocol never asks for these; refuse them anyway.
             self.counts["failed"] += 1
             self.refusals.refuse("insecure", who, account=name, source=source)
@@ -523,7 +518,7 @@ class GivenChecker:
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred:
         source = getattr(credentials, "source", None)
-        if source is not None and not (credentials.secure or _isLoopback(source)):
+        if source is not None and not (credentials.secure or isLoopback(source)):
             return fail(UnauthorizedLogin(INVALID_CREDENTIALS))
         username, password = _text(credentials.username), _text(credentials.password)
         if isinstance(self.checker, FilePasswordDB):

@@ -57,7 +57,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netservices._common.addresses import joinHostPort, parseIP, splitHostPort
+from netservices._common.addresses import isLoopback, joinHostPort, parseIP, splitHostPort
 from netservices._common.client import (
     ClientError,
     InterspersedOptions,
@@ -1103,8 +1103,7 @@ class ChatClientOptions(InterspersedOptions):
                 "--sasl: standard input is not a terminal to ask for the password; give --password-file"
             )
         host = self["host"]
-        address = parseIP(host)
-        loopback = host == "localhost" or (address is not None and address.is_loopback)
+        loopback = host == "localhost" or isLoopback(host)
         if not self["tls"] and not loopback:
             raise usage.UsageError("--sasl over irc:// would send the password in clear: use ircs://")
 

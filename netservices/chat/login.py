@@ -21,7 +21,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 
-from netservices._common.addresses import parseIP
+from netservices._common.addresses import isLoopback
 from netservices.chat import numerics
 from netservices.chat.ircv3 import CAPABILITIES
 from netservices.chat.service import ChatError
@@ -184,8 +184,7 @@ class AccountCommands:
         if self.user.secure:
             return True
         # (An IPv6 host written "0::1" is still ::1.)
-        address = parseIP(self.user.host)
-        return address is not None and address.is_loopback
+        return isLoopback(self.user.host)
 
     def irc_AUTHENTICATE(self, params: tuple[str, ...]) -> None:
         if not params or not params[0]:

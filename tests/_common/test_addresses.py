@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netservices._common.addresses import (
     displayHost,
+    isLoopback,
     joinHostPort,
     parseIP,
     prefixKey,
@@ -61,6 +62,22 @@ class ParseIPTests(SynchronousTestCase):
         """
         for text in ["example.com", "/run/x.sock", "", "1.2.3", "1.2.3.256", ":::"]:
             self.assertIsNone(parseIP(text), text)
+
+
+class IsLoopbackTests(SynchronousTestCase):
+    """
+    L{isLoopback}.
+    """
+
+    def test_loopback(self) -> None:
+        """
+        127.0.0.0/8, ::1 and their IPv4-mapped form are loopback; other
+        addresses and names are not.
+        """
+        for host in ("127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1", "0::1"):
+            self.assertTrue(isLoopback(host), host)
+        for host in ("10.77.0.1", "192.0.2.1", "::2", "localhost", "", "not an address"):
+            self.assertFalse(isLoopback(host), host)
 
 
 class DisplayHostTests(SynchronousTestCase):
