@@ -36,6 +36,7 @@ from netservices.chat.store import (
     checkChannelName,
     normalizeFingerprint,
 )
+from netservices.chat.wire import checkServerName
 
 #: Shortest password accepted.
 MIN_PASSWORD = 8
@@ -540,9 +541,7 @@ class SettingSetOptions(_SettingCommand):
     def execute(self, store: Store) -> None:
         value = self["value"][0].replace("\\n", "\n")
         if self["key"] == "network":
-            from netservices.chat.tap import _serverName
-
-            value = _serverName(value)
+            value = checkServerName(value)
         store.setSetting(self["key"], value)
         print(f"set {self['key']} (the server reads it within 10 s, or at once on SIGHUP)")
 

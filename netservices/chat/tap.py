@@ -58,7 +58,7 @@ from netservices.chat.store import (
     StoreService,
     ThreadedStore,
 )
-from netservices.chat.wire import encode, validNick
+from netservices.chat.wire import checkServerName, encode, validNick
 
 CHAT_PORT = 6667
 CHAT_TLS_PORT = 6697
@@ -76,16 +76,6 @@ def defaultDataDirectory() -> Path:
         return Path("/var/lib/netservices/chat")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "netservices" / "chat"
-
-
-def _serverName(name: str) -> str:
-    try:
-        encode(name, "PING", "x")
-    except ValueError:
-        raise ValueError(f"{name!r} cannot be a server name (no spaces or control characters)")
-    if "!" in name or "@" in name or not name.isascii():
-        raise ValueError(f"{name!r} cannot be a server name (ASCII, no '!' or '@')")
-    return name
 
 
 _historySize = numberOption(int, lambda n: 0 <= n <= 1000, "an integer from 0 to 1000")
@@ -124,8 +114,8 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             " /var/lib/netservices/chat for root, else"
             " $XDG_STATE_HOME/netservices/chat (~/.local/state/...).",
         ],
-        ["server-name", None, None, "The server's name in replies (default: the host name).", _serverName],
-        ["network", None, "netservices", "The network name shown to clients.", _serverName],
+        ["server-name", None, None, "The server's name in replies (default: the host name).", checkServerName],
+        ["network", None, "netservices", "The network name shown to clients.", checkServerName],
         [
             "motd-file",
             None,
@@ -470,7 +460,7 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         motd = _dataDirMotd(dataDir, log)
     name = options["server-name"] or socket.gethostname() or "localhost"
     try:
-        name = _serverName(name)
+        name = checkServerName(name)
     except ValueError:
         name = "localhost"
     started = datetime.datetime.now(datetime.timezone.utc)

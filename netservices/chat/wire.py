@@ -489,3 +489,19 @@ def normalizeMask(mask: str) -> str:
     if "@" not in mask:
         return f"{mask}@*"
     return mask
+
+
+def checkServerName(name: str) -> str:
+    """
+    @return: C{name}, if it can be a server or network name: ASCII, one
+        middle parameter (no spaces or control characters), no C{!} or
+        C{@} (which would make it look like a user's source).
+    @raise ValueError: with one line, if not.
+    """
+    try:
+        encode(name, "PING", "x")
+    except ValueError:
+        raise ValueError(f"{name!r} cannot be a server name (no spaces or control characters)")
+    if "!" in name or "@" in name or not name.isascii():
+        raise ValueError(f"{name!r} cannot be a server name (ASCII, no '!' or '@')")
+    return name
