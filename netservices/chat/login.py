@@ -311,13 +311,24 @@ class AccountCommands:
         self._authenticating = False
         if self._closingSince is not None:
             return
+        self.completeLogin(avatar.name, "sasl" if sasl else "pass")
+
+    def completeLogin(self, account: str, how: str) -> None:
+        """
+        Credentials were accepted: log the user in to C{account}.
+
+        @param how: C{"sasl"}, C{"pass"} or C{"register"} (in-band
+            registration), which decides what the client is told.
+        """
         user = self.user
-        self.service.login(user, avatar.name)
+        if how == "register":
+            self.send("REGISTER", "SUCCESS", account, "Account created")
+        self.service.login(user, account)
         mask = user.prefix if user.registered else f"{user.nick or '*'}!*@{user.host}"
         self.sendNumeric(
-            numerics.RPL_LOGGEDIN, mask, avatar.name, f"You are now logged in as {avatar.name}"
+            numerics.RPL_LOGGEDIN, mask, account, f"You are now logged in as {account}"
         )
-        if sasl:
+        if how == "sasl":
             self.sendNumeric(numerics.RPL_SASLSUCCESS, "SASL authentication successful")
         self.checkNickOwner()
         self._tryRegister()
@@ -364,12 +375,17 @@ class AccountCommands:
         The grace period is over: rename the user to a free guest nick.
         """
         self.nickDeadline = None
-        service = self.service
+        self.service.setNick(self.user, self.freeGuestNick())
+
+    def freeGuestNick(self) -> str:
+        """
+        @return: a guest nick nobody has (C{Guest1}, C{Guest2}...).
+        """
         for _ in range(100):
             nick = f"Guest{self.factory.nextGuestNumber()}"
-            if nick.lower() not in service.users:
+            if nick.lower() not in self.service.users:
                 break
-        service.setNick(self.user, nick)
+        return nick
 
     # In-band registration
 
@@ -405,12 +421,7 @@ class AccountCommands:
             self._authenticating = False
             if self._closingSince is not None:
                 return
-            self.send("REGISTER", "SUCCESS", name, "Account created")
-            self.service.login(self.user, name)
-            self.sendNumeric(
-                numerics.RPL_LOGGEDIN, self.user.prefix, name, f"You are now logged in as {name}"
-            )
-            self.checkNickOwner()
+            self.completeLogin(name, "register")
 
         def failed(failure) -> None:
             self._authenticating = False
@@ -451,13 +462,7 @@ class AccountCommands:
             if not avatar.oper:
                 self.sendNumeric(numerics.ERR_NOOPERHOST, "You are not an IRC operator")
                 return
-            self.user.oper = True
-            self.sendNumeric(numerics.RPL_YOUREOPER, "You are now an IRC operator")
-            self.send("MODE", self.user.nick, "+o", source=self.user.nick)
-            self.factory.log.info(
-                "{nick} ({account}) is now an IRC operator",
-                nick=self.user.nick, account=avatar.name,
-            )
+            self.becomeOper(avatar.name)
 
         def failed(failure) -> None:
             failure.trap(UnauthorizedLogin)
@@ -466,6 +471,17 @@ class AccountCommands:
 
         login.addCallbacks(done, failed).addErrback(
             lambda failure: self.factory.log.failure("OPER failed", failure)
+        )
+
+    def becomeOper(self, account: str) -> None:
+        """
+        C{OPER} credentials of an operator account were accepted.
+        """
+        self.user.oper = True
+        self.sendNumeric(numerics.RPL_YOUREOPER, "You are now an IRC operator")
+        self.send("MODE", self.user.nick, "+o", source=self.user.nick)
+        self.factory.log.info(
+            "{nick} ({account}) is now an IRC operator", nick=self.user.nick, account=account,
         )
 
     def _requireOper(self) -> None:

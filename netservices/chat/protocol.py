@@ -198,13 +198,20 @@ class ChatConnection(AccountCommands, ExtensionCommands, Protocol):
         return self.factory.settings
 
     def connectionMade(self) -> None:
-        factory = self.factory
         setNoDelay(self.transport)
         peer = self.transport.getPeer()
         host = getattr(peer, "host", None) or "localhost"
-        self.user = factory.service.connect(
-            self, host, ISSLTransport.providedBy(self.transport)
-        )
+        self.begin(host, ISSLTransport.providedBy(self.transport))
+        self.transport.registerProducer(self, True)
+        self.factory.connections.add(self)
+
+    def begin(self, host: str, secure: bool) -> None:
+        """
+        Set up a new connection from C{host} (over TLS if C{secure}) and
+        its user in the chat service.
+        """
+        factory = self.factory
+        self.user = factory.service.connect(self, host, secure)
         now = factory.clock.seconds()
         self.connectedAt = self.lastReceived = now
         self.pingSent = self._closingSince = self._quitReason = None
@@ -233,8 +240,6 @@ class ChatConnection(AccountCommands, ExtensionCommands, Protocol):
         # what the send queue limit applies to.
         self._queue: list[bytes] | None = None
         self._queued = 0
-        self.transport.registerProducer(self, True)
-        factory.connections.add(self)
 
     # Input
 
@@ -563,7 +568,13 @@ class ChatConnection(AccountCommands, ExtensionCommands, Protocol):
             self.refuse("not-logged-in")
             self.disconnect("This server needs you to log in (SASL or PASS)")
             return
-        self.service.register(user, self._username, self._realname)
+        self.completeRegistration()
+
+    def completeRegistration(self) -> None:
+        """
+        Registration is complete: register the user and welcome it.
+        """
+        self.service.register(self.user, self._username, self._realname)
         self._welcome()
         self.checkNickOwner()
 

@@ -82,6 +82,18 @@ _historySize = numberOption(int, lambda n: 0 <= n <= 1000, "an integer from 0 to
 _seconds = numberOption(int, lambda n: n >= 0, "a whole number of seconds, at least 0")
 
 
+def _clusterAddress(url: str):
+    from netservices.chat.redislog import parseRedisURL
+
+    try:
+        return parseRedisURL(url)
+    except ValueError as e:
+        raise usage.UsageError(f"--cluster: {e}")
+
+
+_clusterAddress.coerceDoc = "A redis:// URL."
+
+
 class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
     """
     Options of C{twistd netservices chat}.
@@ -215,6 +227,23 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             " certificate (those clients would refuse it) unless given; 0: off.",
             _seconds,
         ],
+        [
+            "cluster",
+            None,
+            None,
+            "Run as one node of a cluster that acts as one server, through the"
+            " Redis at redis://HOST:PORT/DB (run it with persistence: appendonly"
+            " yes). Every node needs its own --node-name; accounts and"
+            " registered channels are in --data-dir, which the nodes must share.",
+            _clusterAddress,
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster (letters, digits, '-', '.', '_';"
+            " unique among the nodes). Needed with --cluster.",
+        ],
     ]
 
     supportedInterfaces = (IUsernamePassword,)
@@ -246,6 +275,18 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--motd-file: {e.strerror}: {self['motd-file']}")
         else:
             self["motd"] = None
+        if self["node-name"] is not None and self["cluster"] is None:
+            raise usage.UsageError("--node-name needs --cluster")
+        if self["cluster"] is not None:
+            name = self["node-name"]
+            if name is None:
+                raise usage.UsageError("--cluster needs --node-name (unique per node)")
+            if not (0 < len(name) <= 32 and name.isascii() and all(
+                c.isalnum() or c in "-._" for c in name
+            )):
+                raise usage.UsageError(
+                    f"--node-name: 1 to 32 letters, digits, '-', '.' or '_', not {name!r}"
+                )
 
     def connectionSettings(self) -> ConnectionSettings:
         """
@@ -494,9 +535,23 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
         rehash=lambda: top.reload(),
         register=register,
     )
-    factory = ChatFactory(
-        chat, info, reactor, options.connectionSettings(), log, refusals, accounts
-    )
+    if options["cluster"] is None:
+        factory = ChatFactory(
+            chat, info, reactor, options.connectionSettings(), log, refusals, accounts
+        )
+    else:
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.redislog import RedisLog
+
+        factory = ClusterFactory(
+            chat, info, reactor, options.connectionSettings(), log, refusals, accounts,
+            nodeName=options["node-name"],
+        )
+        log.info(
+            "chat cluster node {node} through {redis}",
+            node=options["node-name"], redis=str(options["cluster"]),
+        )
+        RedisLog(factory.replica, options["cluster"], reactor).setServiceParent(top)
     connectionRefusals = RefusalLog(log, reactor, "connection")
     limited = addStreamListeners(
         top, options["listen"], options["endpoints"], factory, options, reactor,
