@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable
 
 import attrs
@@ -51,10 +51,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from netservices.chat import numerics
-from netservices.chat.ircv3 import MessageIds
+from netservices.chat.ircv3 import History, MessageIds, Relayed
 from netservices.chat.protocol import ChatConnection, ChatFactory
-from netservices.chat.service import ChatError
-from netservices.chat.wire import TOO_LONG, Message, parseLine
+from netservices.chat.service import Channel, ChatError
+from netservices.chat.wire import TOO_LONG, Message, foldCase, maskPattern, parseLine
+
+#: The version of L{ClusterReplica.snapshot}'s format.
+SNAPSHOT_VERSION = 1
 
 #: Commands whose lines go through the log: everything that changes users,
 #: channels or what a connection has negotiated.
@@ -236,8 +239,8 @@ class ClusterConnection(ChatConnection):
                 entry = pipeline[self._published]
                 if not entry[0] or self._authenticating:
                     break
-                self._publishLine(entry)
                 self._published += 1
+                self._publishLine(entry)
             if self._published or not pipeline:
                 break
             if self._authenticating or self._closingSince is not None:
@@ -652,7 +655,7 @@ class ClusterReplica:
         self._quits.clear()
         self.newInstance()
         if self.log is not None:
-            self.log.announce()
+            self.log.announce(self)
 
     def reset(self) -> None:
         """
@@ -668,6 +671,115 @@ class ClusterReplica:
         self._quits.clear()
         self.lastId = "0-0"
         self.newInstance()
+
+    # Snapshots
+
+    def snapshot(self) -> dict:
+        """
+        @return: the whole replicated state as of L{lastId}, as JSON-able
+            data: what a node that joins later starts from (the log before
+            it can then be trimmed).
+        """
+        users = []
+        for uid, connection in self.connections.items():
+            user = connection.user
+            users.append({
+                "uid": uid, "host": user.host, "secure": user.secure, "nick": user.nick,
+                "username": user.username, "realname": user.realname,
+                "registered": user.registered, "invisible": user.invisible,
+                "away": user.away, "account": user.account, "oper": user.oper,
+                "wallops": user.wallops, "caps": sorted(connection.capabilities),
+                "cap302": connection._cap302, "negotiating": connection._capNegotiating,
+                "pendingUsername": connection._username,
+                "pendingRealname": connection._realname,
+                "monitoring": user.monitoring, "signon": user.signon,
+                "lastSpoke": user.lastSpoke,
+            })
+        channels = []
+        for channel in self.service.channels.values():
+            history = channel.history
+            channels.append({
+                "name": channel.name, "created": channel.created,
+                "modes": sorted(channel.modes), "key": channel.key, "limit": channel.limit,
+                "topic": channel.topic, "topicSetter": channel.topicSetter,
+                "topicTime": channel.topicTime, "bans": list(channel.bans),
+                "invited": list(channel.invited),
+                "members": [[member.client.uid, status] for member, status in channel.members.items()],
+                "history": None if history is None else [
+                    [event.line.decode("utf-8", "surrogateescape"), event.time, event.msgid,
+                     event.account, [list(tag) for tag in event.clientTags]]
+                    for event in history.entries
+                ],
+            })
+        return {
+            "version": SNAPSHOT_VERSION, "lastId": self.lastId, "nodes": dict(self.nodes),
+            "users": users, "channels": channels,
+        }
+
+    def load(self, state: dict) -> None:
+        """
+        Start from a snapshot, on a node with no users of its own yet.
+
+        @raise ValueError: if C{state} is not a snapshot this version reads.
+        """
+        if state.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown snapshot version {state.get('version')!r}")
+        service, factory = self.service, self.factory
+        for uid in list(self.connections):
+            service.quit(self.connections.pop(uid).user, "Cluster reset")
+        for saved in state["users"]:
+            shadow = ShadowConnection.of(factory, saved["uid"], saved["host"], saved["secure"])
+            user = shadow.user
+            shadow._cap302 = saved["cap302"]
+            shadow._capNegotiating = saved["negotiating"]
+            shadow._username = saved["pendingUsername"]
+            shadow._realname = saved["pendingRealname"]
+            shadow.capabilities = frozenset(saved["caps"])
+            service.setCapabilities(user, shadow.capabilities)
+            user.signon, user.lastSpoke = saved["signon"], saved["lastSpoke"]
+            user.username, user.realname = saved["username"], saved["realname"]
+            user.away, user.account = saved["away"], saved["account"]
+            user.oper, user.wallops = saved["oper"], saved["wallops"]
+            if saved["nick"] is not None:
+                user.nick, user.folded = saved["nick"], foldCase(saved["nick"])
+                service.users[user.folded] = user
+            if saved["registered"]:
+                user.registered = True
+                user._rebuildPrefix()
+                service.unregisteredCount -= 1
+                service.registeredCount += 1
+            if saved["invisible"]:
+                service.setInvisible(user, True)
+            if saved["monitoring"]:
+                user.monitoring = dict(saved["monitoring"])
+                for folded in user.monitoring:
+                    service.watchers.setdefault(folded, set()).add(user)
+            self.connections[saved["uid"]] = shadow
+        size = service.limits.history
+        for saved in state["channels"]:
+            channel = Channel(saved["name"], saved["created"])
+            channel.record = service.directory.channelRecord(channel.name)
+            channel.modes = set(saved["modes"])
+            channel.key, channel.limit = saved["key"], saved["limit"]
+            channel.topic, channel.topicSetter = saved["topic"], saved["topicSetter"]
+            channel.topicTime = saved["topicTime"]
+            channel.bans = {mask: maskPattern(mask) for mask in saved["bans"]}
+            channel.invited = OrderedDict.fromkeys(saved["invited"])
+            for uid, status in saved["members"]:
+                user = self.connections[uid].user
+                channel.members[user] = status
+                user.channels[channel.folded] = channel
+                if user.tagMask:
+                    channel.capable += 1
+            if saved["history"] is not None and size > 0:
+                channel.history = History(size, (
+                    Relayed(line.encode("utf-8", "surrogateescape"), time, msgid, account,
+                            tuple(tuple(tag) for tag in tags))
+                    for line, time, msgid, account, tags in saved["history"]
+                ))
+            service.channels[channel.folded] = channel
+        self.nodes = dict(state["nodes"])
+        self.lastId = state["lastId"]
 
     _handlers = {
         b"C": _connect,

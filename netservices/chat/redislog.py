@@ -26,6 +26,7 @@ starts again.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 
 import attrs
@@ -101,6 +102,7 @@ class RedisLog(Service):
     name = "cluster"
     batch = 512
     block = 2000
+    snapshotInterval = 30.0
 
     def __init__(
         self,
@@ -129,6 +131,8 @@ class RedisLog(Service):
         self._announceAttempts = 0
         self._down = False
         self._opening = None
+        self._snapshotId: str | None = None
+        self._nextSnapshot = 0.0
         replica.log = self
 
     def key(self, name: str) -> str:
@@ -230,7 +234,66 @@ class RedisLog(Service):
             replica.reset()
             self._announced = None
         self.epoch = epoch
+        for _ in range(3):
+            if replica.lastId == "0-0":
+                await self._loadSnapshot(writer)
+            if not await self._trimmedPast(writer, replica.lastId):
+                break
+            # The log was trimmed past what this node has (it was away
+            # too long, or a newer snapshot came meanwhile): start again
+            # from the latest snapshot.
+            replica.reset()
+            self._announced = None
+        else:
+            raise ClusterUnavailable("the log keeps being trimmed past the snapshots")
         replica.service.msgids.prefix = epoch[:8]
+
+    async def _loadSnapshot(self, writer) -> None:
+        saved = await writer.execute_command("HMGET", self.key("snapshot"), "id", "data")
+        if not saved or saved[1] is None:
+            return
+        self.replica.load(json.loads(saved[1]))
+        self.logger.info(
+            "cluster: started from the snapshot of {entryId} ({users} users)",
+            entryId=self.replica.lastId, users=len(self.replica.connections),
+        )
+
+    async def _trimmedPast(self, writer, lastId: str) -> bool:
+        """
+        @return: whether entries after C{lastId} were trimmed from the log.
+        """
+        from txredisapi import ResponseError
+
+        try:
+            info = await writer.execute_command("XINFO", "STREAM", self.key("log"))
+        except ResponseError:
+            return False  # no log yet
+        fields = dict(zip(info[::2], info[1::2]))
+        deleted = fields.get(b"max-deleted-entry-id", b"0-0").decode("ascii")
+        return stream_id(deleted) > stream_id(lastId)
+
+    def _snapshot(self, writer) -> None:
+        """
+        Store the state as of the last entry applied, and trim the log up to
+        the previous snapshot (a node that loaded that one still finds
+        what follows it).  The node with the lowest name does this.
+        """
+        replica = self.replica
+        now = self.reactor.seconds()
+        if (
+            now < self._nextSnapshot
+            or replica.lastId == self._snapshotId
+            or min(replica.nodes, default=None) != replica.nodeName
+        ):
+            return
+        self._nextSnapshot = now + self.snapshotInterval
+        previous, self._snapshotId = self._snapshotId, replica.lastId
+        data = json.dumps(replica.snapshot(), separators=(",", ":"))
+        stored = writer.execute_command(
+            "EVAL", _STORE_SNAPSHOT, 2, self.key("snapshot"), self.key("log"),
+            replica.lastId, data, previous or "",
+        )
+        stored.addErrback(lambda failure: None)
 
     def _opened(self, protocols) -> None:
         writer, reader = protocols
@@ -296,10 +359,10 @@ class RedisLog(Service):
 
     # Joining
 
-    def announce(self) -> None:
+    def announce(self, replica: ClusterReplica | None = None) -> None:
         """
-        Claim this node's name and append its C{U} entry: the node takes
-        commands once that entry is applied.
+        Claim this node's name and append its C{U} entry: the node (this
+        log's replica) takes commands once that entry is applied.
         """
         writer = self.writer
         if writer is None:
@@ -322,7 +385,7 @@ class RedisLog(Service):
                         " for its heartbeat to expire",
                         node=replica.nodeName, other=previous.decode("ascii", "replace"),
                     )
-                self.reactor.callLater(self.interval, self.announce)
+                self.reactor.callLater(self.interval, self.announce, replica)
                 return None
             self._announceAttempts = 0
             self._announced = instance
@@ -383,7 +446,10 @@ class RedisLog(Service):
             "PX", int(self.timeout * 1000),
         )
         beat.addErrback(lambda failure: None)
-        if not replica.available or self.reactor.seconds() < self._checkAfter:
+        if not replica.available:
+            return
+        self._snapshot(writer)
+        if self.reactor.seconds() < self._checkAfter:
             return
         others = [(name, instance) for name, instance in replica.nodes.items()
                   if name != replica.nodeName]
@@ -408,6 +474,17 @@ class RedisLog(Service):
             self.append(_entry(b"D", instance, self.reactor.seconds(), name)).addErrback(
                 lambda failure, key=(name, instance): self._deathsPublished.discard(key)
             )
+
+
+#: Store a snapshot (KEYS[1]) and trim the log (KEYS[2]) to the previous
+#: one's id (ARGV[3], if any), at once.
+_STORE_SNAPSHOT = """
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'data', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('XTRIM', KEYS[2], 'MINID', ARGV[3])
+end
+return 1
+"""
 
 
 def _entry(kind: bytes, uid: str, time: float, name: str) -> bytes:

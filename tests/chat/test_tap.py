@@ -67,6 +67,42 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.assertRaises(usage.UsageError, parse, *argv)
 
+    def test_cluster(self) -> None:
+        """
+        --cluster takes a redis:// URL (port and database defaulting to 6379
+        and 0) and needs --node-name.
+        """
+        from netservices.chat.redislog import RedisAddress
+
+        options = parse("--cluster", "redis://127.0.0.1:7000/2", "--node-name", "n1")
+        self.assertEqual(options["cluster"], RedisAddress("127.0.0.1", 7000, 2))
+        self.assertEqual(str(options["cluster"]), "redis://127.0.0.1:7000/2")
+        self.assertEqual(
+            parse("--cluster", "redis://[::1]", "--node-name", "a.b_c-1")["cluster"],
+            RedisAddress("::1", 6379, 0),
+        )
+        self.assertIsNone(parse()["cluster"])
+
+    def test_badCluster(self) -> None:
+        """
+        A URL that is not redis://HOST[:PORT][/DB], a missing or bad node
+        name, or a node name without a cluster are usage errors that say
+        what is wrong.
+        """
+        for argv, message in [
+            (["--cluster", "http://h:1/0", "--node-name", "n"], "not a redis:// URL"),
+            (["--cluster", "redis://h:99999/0", "--node-name", "n"], "bad port"),
+            (["--cluster", "redis://h:1/x", "--node-name", "n"], "must be a number"),
+            (["--cluster", "redis://u:p@h:1/0", "--node-name", "n"], "only redis://HOST:PORT/DB"),
+            (["--cluster", "redis:///0", "--node-name", "n"], "no host"),
+            (["--cluster", "redis://h:1/0"], "--cluster needs --node-name"),
+            (["--node-name", "n"], "--node-name needs --cluster"),
+            (["--cluster", "redis://h:1/0", "--node-name", "a b"], "--node-name: 1 to 32"),
+            (["--cluster", "redis://h:1/0", "--node-name", "x" * 33], "--node-name: 1 to 32"),
+        ]:
+            error = self.assertRaises(usage.UsageError, parse, *argv)
+            self.assertIn(message, str(error), argv)
+
     def test_defaultDataDirectory(self) -> None:
         """
         Root keeps state in /var/lib; others under XDG_STATE_HOME.
@@ -97,6 +133,24 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue((directory / "tls-cert.pem").is_file())
         self.assertEqual((directory / "tls-key.pem").stat().st_mode & 0o777, 0o600)
         self.assertEqual(directory.stat().st_mode & 0o777, 0o700)
+
+    def test_cluster(self) -> None:
+        """
+        With --cluster the connections are cluster connections and the tree
+        has the Redis log of this node.
+        """
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.redislog import RedisLog
+
+        options = parse(
+            "--data-dir", self.mktemp(), "--port", "0",
+            "--cluster", "redis://127.0.0.1:7000/0", "--node-name", "n1",
+        )
+        top = makeService(options, options.reactor)
+        self.assertIsInstance(top.factory, ClusterFactory)
+        [log] = [s for s in top if isinstance(s, RedisLog)]
+        self.assertIs(log.replica, top.factory.replica)
+        self.assertEqual(log.replica.nodeName, "n1")
 
     def test_motdFromDataDirectory(self) -> None:
         """
