@@ -561,7 +561,11 @@ class ClusterReplica:
         return self.nodes.values()
 
     def _connect(self, entry: Entry) -> None:
-        if entry.uid in self.connections:
+        own = self.connections.get(entry.uid)
+        if own is not None:
+            # Made when the client connected: it gets the time the others
+            # give it.
+            own.user.signon = own.user.lastSpoke = entry.time
             return
         secure, _, host = entry.payload.partition(b" ")
         self.connections[entry.uid] = ShadowConnection.of(

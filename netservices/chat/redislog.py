@@ -102,7 +102,11 @@ class RedisLog(Service):
     name = "cluster"
     batch = 512
     block = 2000
+    #: A snapshot is stored (and the log trimmed) every C{snapshotInterval}
+    #: seconds or C{snapshotEntries} entries, whichever comes first: the
+    #: log holds at most about twice that.
     snapshotInterval = 30.0
+    snapshotEntries = 100_000
 
     def __init__(
         self,
@@ -133,6 +137,7 @@ class RedisLog(Service):
         self._opening = None
         self._snapshotId: str | None = None
         self._nextSnapshot = 0.0
+        self._snapshotApplied = 0
         replica.log = self
 
     def key(self, name: str) -> str:
@@ -280,13 +285,15 @@ class RedisLog(Service):
         """
         replica = self.replica
         now = self.reactor.seconds()
+        applied = self.counts["applied"]
         if (
-            now < self._nextSnapshot
+            (now < self._nextSnapshot and applied - self._snapshotApplied < self.snapshotEntries)
             or replica.lastId == self._snapshotId
             or min(replica.nodes, default=None) != replica.nodeName
         ):
             return
         self._nextSnapshot = now + self.snapshotInterval
+        self._snapshotApplied = applied
         previous, self._snapshotId = self._snapshotId, replica.lastId
         data = json.dumps(replica.snapshot(), separators=(",", ":"))
         stored = writer.execute_command(
