@@ -1476,6 +1476,96 @@ def offeredCapabilities(*extra: str) -> str:
     return " ".join(sorted((*CAPABILITIES, "cap-notify", *extra)))
 
 
+class FakeClusterLog:
+    """
+    A chat cluster's log in memory, in place of Redis: the nodes
+    (L{FakeChatServer}s made with C{cluster=}) append entries, and every
+    node applies every entry, in order, at the end of the clock's turn
+    (L{FakeChatClient.received} advances the clock).
+
+    @ivar entries: every entry appended: its id and bytes.
+    @ivar available: set to C{False} to have appends fail as when Redis
+        is unreachable.
+    @ivar autoDeliver: set to C{False} to have entries applied only by
+        L{deliver} and L{deliverOne}.
+    """
+
+    autoDeliver = True
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.entries: list[tuple[str, bytes]] = []
+        self.available = True
+        self._positions: dict = {}
+        self._delivery = None
+
+    def attach(self, replica) -> None:
+        """
+        Make C{replica} a node of this cluster, and have it join at once.
+        """
+        replica.log = self
+        self._positions[replica] = 0
+        self.announce(replica)
+
+    def detach(self, replica) -> None:
+        """
+        C{replica}'s node is gone: it applies nothing more.
+        """
+        self._positions.pop(replica, None)
+
+    def announce(self, replica) -> None:
+        """
+        Append C{replica}'s C{U} entry (what L{RedisLog.announce} does).
+        """
+        from netservices.chat.cluster import Entry
+
+        self.append(Entry(b"U", replica.instance, self.clock.seconds(), replica.nodeName.encode()).encode())
+        self.deliver()
+
+    def append(self, data: bytes) -> Deferred:
+        from netservices.chat.cluster import ClusterUnavailable
+
+        if not self.available:
+            return fail(ClusterUnavailable())
+        entryId = f"{1000 + len(self.entries)}-0"
+        self.entries.append((entryId, data))
+        if self._delivery is None and self.autoDeliver:
+            self._delivery = self.clock.callLater(0, self.deliver)
+        return succeed(entryId)
+
+    def deliverOne(self, index: int) -> None:
+        """
+        Have only the C{index}th node (in the order they were attached)
+        apply its next entry, if it has one: nodes that apply the log at
+        different times.
+        """
+        replicas = list(self._positions)
+        replica = replicas[index % len(replicas)]
+        position = self._positions[replica]
+        if position < len(self.entries):
+            self._positions[replica] = position + 1
+            replica.apply(*self.entries[position])
+
+    def deliver(self) -> None:
+        """
+        Have every node apply every entry it has not applied yet.
+        """
+        if self._delivery is not None and self._delivery.active():
+            self._delivery.cancel()
+        self._delivery = None
+        progress = True
+        while progress:
+            progress = False
+            for replica, position in list(self._positions.items()):
+                if position < len(self.entries) and replica in self._positions:
+                    entryId, data = self.entries[position]
+                    self._positions[replica] = position + 1
+                    replica.apply(entryId, data)
+                    progress = True
+
+
 class FakeChatServer:
     """
     A chat service and factory on a fake clock, for unit tests without
@@ -1492,12 +1582,17 @@ class FakeChatServer:
         name: str = "irc.test",
         accounts=None,
         directory=None,
+        cluster: FakeClusterLog | None = None,
+        nodeName: str = "n1",
     ) -> None:
         """
         @param accounts: the L{netservices.chat.login.AccountSettings}
             (no logins by default).
         @param directory: the accounts and registered channels the
             service knows (a L{netservices.chat.directory.MemoryDirectory}).
+        @param cluster: the log of a cluster this server is node
+            C{nodeName} of (it runs on the log's clock and has joined when
+            made).
         """
         from twisted.internet.task import Clock
 
@@ -1505,15 +1600,23 @@ class FakeChatServer:
         from netservices.chat.protocol import ChatFactory, ConnectionSettings, ServerInfo
         from netservices.chat.service import ChatLimits, ChatService
 
-        self.clock = Clock()
+        self.clock = Clock() if cluster is None else cluster.clock
         self.service = ChatService(name, self.clock, limits or ChatLimits(), directory)
-        self.factory = ChatFactory(
+        arguments = (
             self.service,
             ServerInfo(name=name, created="today", motd=motd),
             self.clock,
             settings or ConnectionSettings(floodRate=0),
-            accounts=accounts or AccountSettings(),
         )
+        if cluster is None:
+            self.factory = ChatFactory(*arguments, accounts=accounts or AccountSettings())
+        else:
+            from netservices.chat.cluster import ClusterFactory
+
+            self.factory = ClusterFactory(
+                *arguments, accounts=accounts or AccountSettings(), nodeName=nodeName
+            )
+            cluster.attach(self.factory.replica)
         self.factory.startFactory()
 
     def connect(
@@ -1880,3 +1983,133 @@ def startInteractive(
     process = InteractiveProcess(reactor, argv)
     process.directory = _spawn(reactor, process, argv, env)
     return process
+
+
+class RedisServer:
+    """
+    A C{redis-server} of a test's own on a free port of 127.0.0.1 (never
+    the system's 6379), keeping its data in C{directory} as an append-only
+    file written through on every change: L{start} it, L{stop} it with
+    C{SIGTERM} (it saves and exits), and L{start} it again on the same port
+    with the same data.  Only the process started here is ever signalled,
+    by its own PID.
+
+    For example::
+
+        redis = RedisServer(reactor, self.temporaryDirectory())
+        await redis.start()
+        self.addCleanup(redis.stop)
+        ... "--cluster", redis.url ...
+
+    @ivar port: its port, chosen when this is made.
+    @ivar process: the process last started, or L{None}.
+    """
+
+    def __init__(
+        self, reactor, directory: Path | str, executable: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        """
+        @param executable: the C{redis-server} to run (default: the one on
+            C{PATH}).
+        @param port: the port (default: one free now).
+        """
+        executable = executable or shutil.which("redis-server")
+        if executable is None:
+            raise ValueError("redis-server is not installed")
+        self.reactor = reactor
+        self.directory = Path(directory)
+        self.executable = executable
+        if port is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        self.port = port
+        self.process: _ProcessBase | None = None
+
+    @property
+    def url(self) -> str:
+        """
+        Its C{redis://127.0.0.1:PORT/0} URL.
+        """
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def argv(self) -> list[str]:
+        """
+        The command line that runs it.
+        """
+        return [
+            self.executable, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+            "--dir", str(self.directory), "--bind", "127.0.0.1", "--port", str(self.port),
+        ]
+
+    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred:
+        """
+        Start it (again), and wait until it answers C{PING}: a connection
+        is tried at once and then every 20 ms of the reactor's clock, each
+        given a second at most.  The caller must see it stopped, e.g. with
+        C{self.addCleanup(redis.stop)}.
+
+        @return: a L{Deferred} firing with C{self}, or failing with
+            L{ProcessFailed} if it exits first (say, the port was taken),
+            or L{ProcessTimeout} (killed) after C{timeout} seconds.
+        """
+        if self.process is not None and not self.process.ended:
+            raise RuntimeError(f"redis-server is running already (PID {self.process.pid})")
+        self.process = process = _ProcessBase(self.reactor, self.argv)
+        _spawn(self.reactor, process, self.argv, None, str(self.directory))
+        process.transport.closeStdin()
+        return Deferred.fromCoroutine(self._untilReady(process, timeout))
+
+    async def _untilReady(self, process: _ProcessBase, timeout: float) -> RedisServer:
+        from twisted.internet.task import deferLater
+
+        reactor = self.reactor
+        deadline = reactor.seconds() + timeout
+        problem = "no attempt"
+        while not process.ended:
+            try:
+                answer = await fetchStream(
+                    reactor, "127.0.0.1", self.port, b"PING\r\nQUIT\r\n",
+                    # Short, so that an exit is noticed soon even if
+                    # another program holds the port and never answers.
+                    timeout=min(1.0, max(0.1, deadline - reactor.seconds())),
+                )
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+            else:
+                if answer.data.startswith(b"+PONG\r\n"):
+                    return self
+                problem = f"answered {answer.data!r}"
+            if reactor.seconds() >= deadline:
+                process._kill()
+                await process.whenEnded()
+                raise process._failure(
+                    f"answered no PING within {timeout:g} s ({problem}); killed", ProcessTimeout
+                )
+            await deferLater(reactor, 0.02, lambda: None)
+        raise process._failure(f"exited before it answered PING ({problem})")
+
+    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred:
+        """
+        Send C{SIGTERM} to it (it saves its data and exits) and wait for it
+        to end; kill it if it has not after C{timeout} seconds.  Safe to
+        call more than once, and before L{start}.
+
+        @return: a L{Deferred} firing with its exit status (L{None} if it
+            was never started), or failing with L{ProcessTimeout}.
+        """
+        process = self.process
+        if process is None:
+            return succeed(None)
+        process.sendSignal("TERM")
+        return _deadline(
+            self.reactor,
+            process.whenEnded(),
+            timeout,
+            process._kill,
+            lambda: process._failure(
+                f"still running {timeout:g} s after SIGTERM; killed", ProcessTimeout
+            ),
+        )

@@ -196,7 +196,7 @@ class ClusterConnection(ChatConnection):
     """
 
     __slots__ = ("uid", "_pipeline", "_published", "_seq", "_announced", "_registering",
-                 "_paused", "_dropped")
+                 "_paused", "_dropped", "inLog")
 
     factory: ClusterFactory
 
@@ -211,6 +211,9 @@ class ClusterConnection(ChatConnection):
         self._published = 0
         self._seq = 0
         self._announced = self._registering = self._paused = self._dropped = False
+        # Whether its C entry was applied: until then the others do not
+        # have it, nor does a snapshot.
+        self.inLog = False
         super().connectionMade()
         self.replica.connections[self.uid] = self
 
@@ -412,7 +415,7 @@ class ShadowConnection(ClusterConnection):
         shadow.begin(host, secure)
         shadow._pipeline = deque()
         shadow._published = shadow._seq = 0
-        shadow._announced = True
+        shadow._announced = shadow.inLog = True
         shadow._registering = shadow._paused = shadow._dropped = False
         return shadow
 
@@ -561,11 +564,13 @@ class ClusterReplica:
         return self.nodes.values()
 
     def _connect(self, entry: Entry) -> None:
-        own = self.connections.get(entry.uid)
+        own = self.connections.pop(entry.uid, None)
         if own is not None:
-            # Made when the client connected: it gets the time the others
-            # give it.
+            # Made when the client connected: from now on it is where the
+            # others have it, in the same order, with the same time.
+            own.inLog = True
             own.user.signon = own.user.lastSpoke = entry.time
+            self.connections[entry.uid] = own
             return
         secure, _, host = entry.payload.partition(b" ")
         self.connections[entry.uid] = ShadowConnection.of(
@@ -686,6 +691,8 @@ class ClusterReplica:
         """
         users = []
         for uid, connection in self.connections.items():
+            if not connection.inLog:
+                continue
             user = connection.user
             users.append({
                 "uid": uid, "host": user.host, "secure": user.secure, "nick": user.nick,

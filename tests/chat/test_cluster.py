@@ -1,0 +1,382 @@
+"""
+Tests for L{netservices.chat.cluster}: several chat nodes that apply one
+log, here in memory (L{netservices.testing.FakeClusterLog}); the Redis
+log and real processes are tested in L{tests.chat.test_cluster_redis}.
+"""
+
+import json
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from netservices.chat.cluster import (
+    PIPELINE_LIMIT,
+    ClusterConnection,
+    Entry,
+    ShadowConnection,
+    parseEntry,
+)
+from netservices.chat.service import ChatLimits
+from netservices.testing import FakeChatServer, FakeClusterLog
+from tests.chat.test_properties import BASE
+
+UNAVAILABLE = "The cluster is unavailable; try again shortly"
+
+
+class EntryTests(SynchronousTestCase):
+    """
+    The log entries' encoding.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        An entry parses back to itself, its payload kept byte for byte
+        (spaces included).
+        """
+        entry = Entry(b"L", "abc.1", 1234.5, b"3 PRIVMSG #a :hi there \xff")
+        self.assertEqual(parseEntry(entry.encode()), entry)
+
+    def test_malformed(self) -> None:
+        """
+        What is not an entry parses to L{None} instead of raising.
+        """
+        for data in [b"", b"L", b"L abc.1", b"LL abc.1 1.0 x", b"L abc.1 notatime x",
+                     b"L \xff 1.0 x"]:
+            self.assertIsNone(parseEntry(data), data)
+
+
+class ClusterTestCase(SynchronousTestCase):
+    """
+    Two or three nodes on one in-memory log.
+    """
+
+    def setUp(self) -> None:
+        self.log = FakeClusterLog()
+        self.nodes = [self.node(f"n{i}") for i in (1, 2)]
+
+    def node(self, name: str, **kwargs) -> FakeChatServer:
+        server = FakeChatServer(cluster=self.log, nodeName=name, **kwargs)
+        self.addCleanup(server.stop)
+        return server
+
+    def pair(self):
+        """
+        @return: alice on node 1 and bob on node 2, both in C{#room}.
+        """
+        alice, bob = self.nodes[0].user("alice"), self.nodes[1].user("bob")
+        alice.send("JOIN #room")
+        alice.received()
+        bob.send("JOIN #room")
+        bob.received()
+        alice.received()
+        return alice, bob
+
+
+class ReplicationTests(ClusterTestCase):
+    """
+    Users on different nodes see one server.
+    """
+
+    def test_roomAndPrivate(self) -> None:
+        """
+        Users on two nodes join one room and talk in it and in private; each
+        message reaches each recipient once, from the recipient's node.
+        """
+        alice, bob = self.nodes[0].user("alice"), self.nodes[1].user("bob")
+        alice.send("JOIN #room")
+        self.assertEqual(alice.received(), [
+            ":alice!~alice@192.0.2.1 JOIN :#room",
+            ":irc.test 353 alice = #room :@alice",
+            ":irc.test 366 alice #room :End of /NAMES list",
+        ])
+        bob.send("JOIN #room")
+        self.assertEqual(bob.received(), [
+            ":bob!~bob@192.0.2.1 JOIN :#room",
+            ":irc.test 353 bob = #room :@alice bob",
+            ":irc.test 366 bob #room :End of /NAMES list",
+        ])
+        self.assertEqual(alice.received(), [":bob!~bob@192.0.2.1 JOIN :#room"])
+        alice.send("PRIVMSG #room :hello", "PRIVMSG bob :psst")
+        self.assertEqual(bob.received(), [
+            ":alice!~alice@192.0.2.1 PRIVMSG #room :hello",
+            ":alice!~alice@192.0.2.1 PRIVMSG bob :psst",
+        ])
+        self.assertEqual(alice.received(), [])
+
+    def test_queriesSeeTheWholeCluster(self) -> None:
+        """
+        WHOIS, ISON and LIST answered on one node show the users and
+        channels of the others.
+        """
+        alice, bob = self.pair()
+        bob.send("WHOIS alice", "ISON alice carol", "LIST")
+        lines = bob.received()
+        self.assertIn(":irc.test 311 bob alice ~alice 192.0.2.1 * :Alice Example", lines)
+        self.assertIn(":irc.test 319 bob alice :@#room", lines)
+        self.assertIn(":irc.test 303 bob :alice", lines)
+        self.assertIn(":irc.test 322 bob #room 2 :", lines)
+
+    def test_nickRace(self) -> None:
+        """
+        Two clients on two nodes claim one nick in the same turn: the first
+        in the log gets it, the other 433, on both nodes alike.
+        """
+        first, second = self.nodes[0].connect(), self.nodes[1].connect()
+        first.send("NICK carol", "USER carol 0 * :Carol")
+        second.send("NICK carol", "USER carol 0 * :Carol")
+        self.assertIn(":irc.test 001 carol :Welcome to the netservices IRC Network"
+                      " carol!~carol@192.0.2.1", first.received())
+        self.assertEqual(second.received(), [":irc.test 433 * carol :Nickname is already in use"])
+        for node in self.nodes:
+            self.assertEqual(node.service.findUser("carol").client.uid, first.protocol.uid)
+
+    def test_modesHoldEverywhere(self) -> None:
+        """
+        A key, a ban and +m set on one node are enforced on the other.
+        """
+        alice, bob = self.pair()
+        alice.send("MODE #room +m")
+        alice.received()
+        bob.send("PRIVMSG #room :hi")
+        self.assertEqual(bob.received(), [
+            ":alice!~alice@192.0.2.1 MODE #room :+m",
+            ":irc.test 404 bob #room :Cannot send to channel",
+        ])
+        alice.send("MODE #secret +k", "JOIN #secret", "MODE #secret +kb sesame carol!*@*")
+        alice.received()
+        bob.send("JOIN #secret wrong")
+        self.assertEqual(bob.received(), [":irc.test 475 bob #secret :Cannot join channel (+k)"])
+        carol = self.nodes[1].user("carol")
+        carol.send("JOIN #secret sesame")
+        self.assertEqual(carol.received(), [":irc.test 474 carol #secret :Cannot join channel (+b)"])
+
+    def test_orderKept(self) -> None:
+        """
+        A command answered on the user's node alone (NAMES) waits for the
+        replicated commands sent before it (JOIN).
+        """
+        alice = self.nodes[0].user("alice")
+        alice.send("JOIN #a", "NAMES #a", "PING x")
+        self.assertEqual(alice.received(), [
+            ":alice!~alice@192.0.2.1 JOIN :#a",
+            ":irc.test 353 alice = #a :@alice",
+            ":irc.test 366 alice #a :End of /NAMES list",
+            ":irc.test 353 alice = #a :@alice",
+            ":irc.test 366 alice #a :End of /NAMES list",
+            ":irc.test PONG irc.test :x",
+        ])
+
+    def test_sameIdsAndTimes(self) -> None:
+        """
+        A message gets the same msgid and server time on every node,
+        whatever the time a node applies it.
+        """
+        alice, bob = self.pair()
+        for client in (alice, bob):
+            client.send("CAP REQ :message-tags server-time")
+            client.received()
+        alice.send("PRIVMSG #room :tagged")
+        self.log.clock.advance(5)
+        bob.received()
+        alice.send("CAP REQ echo-message", "PRIVMSG #room :again")
+        [echoed] = [line for line in alice.received() if "again" in line]
+        [relayed] = bob.received()
+        self.assertEqual(echoed, relayed)
+        self.assertIn("msgid=", relayed)
+
+    def test_unavailable(self) -> None:
+        """
+        While the log takes nothing, replicated commands are refused with
+        400; what needs nobody else is still answered.
+        """
+        alice = self.nodes[0].user("alice")
+        self.log.available = False
+        alice.send("JOIN #a", "PING x")
+        self.assertEqual(alice.received(), [
+            f":irc.test 400 alice JOIN :{UNAVAILABLE}",
+            ":irc.test PONG irc.test :x",
+        ])
+        self.log.available = True
+        alice.send("JOIN #a")
+        self.assertEqual(alice.received()[0], ":alice!~alice@192.0.2.1 JOIN :#a")
+
+    def test_quitWhileUnavailable(self) -> None:
+        """
+        A user who leaves while the log takes nothing leaves the cluster
+        once it does again.
+        """
+        alice, bob = self.pair()
+        self.log.available = False
+        alice.protocol.connectionLost(None)
+        self.assertIsNotNone(self.nodes[1].service.findUser("alice"))
+        self.log.available = True
+        self.nodes[0].factory.replica.publishPendingQuits()
+        self.assertEqual(bob.received(), [":alice!~alice@192.0.2.1 QUIT :Connection closed"])
+        self.assertIsNone(self.nodes[1].service.findUser("alice"))
+
+    def test_pipelineBounded(self) -> None:
+        """
+        A client whose lines wait for the log is not read from while more
+        than L{PIPELINE_LIMIT} wait.
+        """
+        alice = self.nodes[0].user("alice")
+        alice.send(*["JOIN #a"] * (PIPELINE_LIMIT + 1))
+        self.assertEqual(alice.transport.producerState, "paused")
+        alice.received()
+        self.assertEqual(alice.transport.producerState, "producing")
+
+
+class NodeTests(ClusterTestCase):
+    """
+    Nodes joining and leaving.
+    """
+
+    def test_deadNode(self) -> None:
+        """
+        A node declared dead: its users quit on the others with a netsplit
+        reason and their nicks are free again.
+        """
+        alice, bob = self.pair()
+        dead = self.nodes[1].factory.replica
+        self.log.detach(dead)
+        self.log.append(Entry(b"D", dead.instance, 0, b"n2").encode())
+        self.assertEqual(alice.received(), [":bob!~bob@192.0.2.1 QUIT :irc.test n2"])
+        carol = self.nodes[0].connect()
+        self.assertIn(":irc.test 001 bob :Welcome to the netservices IRC Network bob!~bob@192.0.2.1",
+                      carol.register("bob"))
+
+    def test_declaredDeadItself(self) -> None:
+        """
+        A node that finds itself declared dead (it was away too long)
+        disconnects its users, whom the cluster no longer has, and joins
+        again as a new instance.
+        """
+        alice, bob = self.pair()
+        replica = self.nodes[1].factory.replica
+        old = replica.instance
+        self.log.append(Entry(b"D", old, 0, b"n2").encode())
+        alice.received()
+        self.assertTrue(bob.closed)
+        self.assertIn("ERROR :Closing Link: 192.0.2.1 (This server lost contact with the cluster)",
+                      bob.received())
+        self.assertNotEqual(replica.instance, old)
+        self.assertEqual(self.nodes[0].factory.replica.nodes["n2"], replica.instance)
+        dave = self.nodes[1].user("dave")
+        dave.send("JOIN #room")
+        self.assertIn(":dave!~dave@192.0.2.1 JOIN :#room", alice.received())
+
+    def test_restartedNode(self) -> None:
+        """
+        A node that starts again under its name (a new instance) replaces
+        the old one: the old one's users quit.
+        """
+        alice, bob = self.pair()
+        self.log.detach(self.nodes[1].factory.replica)
+        self.node("n2")
+        self.assertEqual(alice.received(), [":bob!~bob@192.0.2.1 QUIT :irc.test n2"])
+
+    def test_snapshot(self) -> None:
+        """
+        A node that starts from another's snapshot then applies the rest of
+        the log and ends in the same state as the others.
+        """
+        alice, bob = self.pair()
+        alice.send("CAP REQ :message-tags", "MODE #room +lk 10 key", "TOPIC #room :the topic",
+                   "PRIVMSG #room :one", "MONITOR + bob", "AWAY :out")
+        alice.received()
+        state = self.nodes[0].factory.replica.snapshot()
+        replica = self._lateNode(json.loads(json.dumps(state)))
+        bob.send("PRIVMSG #room :two", "MODE #room +v alice", "NICK robert")
+        bob.received()
+        carol = self.nodes[1].user("carol")
+        carol.send("JOIN #room key")
+        carol.received()
+        self.assertEqual(replica.snapshot(), self.nodes[0].factory.replica.snapshot())
+        self.assertEqual(replica.snapshot(), self.nodes[1].factory.replica.snapshot())
+
+    def _lateNode(self, state):
+        """
+        @return: the replica of a third node that loaded C{state} and
+            follows the log from there.
+        """
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.protocol import ServerInfo
+        from netservices.chat.service import ChatService
+
+        service = ChatService("irc.test", self.log.clock, ChatLimits())
+        replica = ClusterFactory(
+            service, ServerInfo(name="irc.test"), self.log.clock, nodeName="n3"
+        ).replica
+        replica.load(state)
+        replica.log = self.log
+        position = [i for i, (entryId, _) in enumerate(self.log.entries)
+                    if entryId == state["lastId"]][0] + 1
+        self.log._positions[replica] = position
+        self.log.announce(replica)
+        return replica
+
+
+class ShadowTests(ClusterTestCase):
+    """
+    Users of other nodes as a node sees them.
+    """
+
+    def test_shadowsSendNothing(self) -> None:
+        """
+        A node keeps every user of the others as a L{ShadowConnection}, and
+        its own as L{ClusterConnection}s.
+        """
+        alice, bob = self.pair()
+        connections = self.nodes[0].factory.replica.connections
+        self.assertIs(type(connections[alice.protocol.uid]), ClusterConnection)
+        self.assertIs(type(connections[bob.protocol.uid]), ShadowConnection)
+
+
+#: What the users of L{ConvergenceTests} send, over a few nicks and
+#: channels so that they meet.
+LINES = [
+    "JOIN #a", "JOIN #b", "JOIN #a key", "JOIN 0", "PART #a", "PRIVMSG #a :hi",
+    "PRIVMSG u1 :hi", "NOTICE #b :n", "MODE #a +i", "MODE #a -i", "MODE #a +k key",
+    "MODE #a -k *", "MODE #a +l 2", "MODE #a -l", "MODE #a +b u2!*@*", "MODE #a -b u2!*@*",
+    "MODE #a +o u1", "MODE #a -o u0", "MODE #a +v u3", "MODE #a +m", "MODE u0 +i",
+    "KICK #a u2", "KICK #b u1 :out", "INVITE u2 #a", "TOPIC #a :topic", "AWAY :gone", "AWAY",
+    "NICK u9", "NICK u1", "NICK U2", "QUIT :bye", "CAP REQ :message-tags echo-message",
+    "MONITOR + u1,u9", "SETNAME :new name", "TAGMSG #a",
+]
+
+
+class ConvergenceTests(SynchronousTestCase):
+    """
+    Whatever users of three nodes do, and however late each node applies
+    the log, every node ends in the same state.
+    """
+
+    @settings(BASE, max_examples=120)
+    @given(st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(LINES), st.lists(st.integers(0, 2), max_size=6)),
+        max_size=40,
+    ))
+    def test_sameState(self, steps) -> None:
+        """
+        Six users on three nodes send random commands while the nodes apply
+        the log at random moments; once every node applied it all, their
+        snapshots are equal.
+        """
+        log = FakeClusterLog()
+        nodes = [FakeChatServer(cluster=log, nodeName=f"n{i}") for i in range(3)]
+        log.autoDeliver = False
+        clients = [nodes[i % 3].connect(host=f"192.0.2.{i}") for i in range(6)]
+        for number, client in enumerate(clients):
+            client.send(f"NICK u{number}", f"USER u{number} 0 * :User {number}")
+        for who, line, applying in steps:
+            clients[who].send(line)
+            for node in applying:
+                log.deliverOne(node)
+            log.clock.advance(0.5)
+        log.deliver()
+        log.clock.advance(0)
+        states = [node.factory.replica.snapshot() for node in nodes]
+        for node in nodes:
+            node.stop()
+        self.assertEqual(states[1], states[0])
+        self.assertEqual(states[2], states[0])

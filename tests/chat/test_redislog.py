@@ -1,0 +1,170 @@
+"""
+Tests for L{netservices.chat.redislog}: chat nodes in this process on a
+real C{redis-server} of the test's own: snapshots and trimming, a node
+joining late, a node name in use, and Redis losing its state.
+"""
+
+import shutil
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from netservices.chat.cluster import ClusterFactory
+from netservices.chat.protocol import ConnectionSettings, ServerInfo
+from netservices.chat.redislog import RedisLog, parseRedisURL
+from netservices.chat.service import ChatService
+from netservices.testing import RedisServer, TwistdTestCase
+
+skipIfNoRedis = None if shutil.which("redis-server") else "redis-server is not installed"
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    """
+    Wait, checking every 10 ms of the reactor's clock, until C{predicate()}
+    is true.
+
+    @raise AssertionError: after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+class Node:
+    """
+    A chat node in this process: service, factory and Redis log, with
+    clients on string transports.
+    """
+
+    def __init__(self, test: TestCase, redis: RedisServer, name: str, **log) -> None:
+        self.service = ChatService("irc.test", reactor)
+        self.factory = ClusterFactory(
+            self.service, ServerInfo(name="irc.test"), reactor,
+            ConnectionSettings(floodRate=0), nodeName=name,
+        )
+        self.replica = self.factory.replica
+        self.log = RedisLog(self.replica, parseRedisURL(redis.url), reactor, **log)
+        self.factory.startFactory()
+        self.log.startService()
+        test.addCleanup(self.stop)
+
+    def stop(self) -> Deferred | None:
+        self.factory.stopFactory()
+        if self.log.running:
+            return self.log.stopService()
+        return None
+
+    def joined(self) -> bool:
+        return self.replica.available
+
+    def client(self, nick: str) -> StringTransport:
+        """
+        @return: the transport of a new client that sent NICK and USER.
+        """
+        transport = StringTransport()
+        protocol = self.factory.buildProtocol(transport.getPeer())
+        protocol.makeConnection(transport)
+        protocol.dataReceived(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+        transport.protocol = protocol
+        return transport
+
+
+class RedisLogTests(TwistdTestCase):
+    """
+    Nodes on a real Redis.
+    """
+
+    skip = skipIfNoRedis
+
+    async def startRedis(self) -> RedisServer:
+        redis = RedisServer(reactor, self.temporaryDirectory())
+        await redis.start()
+        self.addCleanup(redis.stop)
+        return redis
+
+    async def command(self, node: Node, *args):
+        """
+        @return: what Redis answers C{args} on C{node}'s connection.
+        """
+        return await node.log.writer.execute_command(*args)
+
+    async def test_snapshotTrimAndLateJoin(self) -> None:
+        """
+        The node with the lowest name stores snapshots and trims the log
+        behind them; a node that starts later loads the latest snapshot,
+        knows the users and channels it holds, and follows from there.
+        """
+        redis = await self.startRedis()
+        first = Node(self, redis, "a", interval=0.05)
+        first.log.snapshotInterval = 0.0
+        await until(first.joined, what="node a joined")
+        alice = first.client("alice")
+        await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
+        alice.protocol.dataReceived(b"JOIN #room\r\n")
+        for number in range(50):
+            alice.protocol.dataReceived(b"PRIVMSG #room :message %d\r\n" % number)
+        await until(lambda: first.log.counts["applied"] >= 54, what="messages applied")
+        snapshotId = first.replica.lastId
+        await until(
+            lambda: first.log._snapshotId == snapshotId and first.log._nextSnapshot, what="snapshot"
+        )
+        # One more round trims the log to that snapshot.
+        alice.protocol.dataReceived(b"TOPIC #room :after the snapshot\r\n")
+        await until(lambda: first.log._snapshotId != snapshotId, what="a second snapshot")
+        length = await self.command(first, "XLEN", "netservices:chat:log")
+        self.assertLess(int(length), 20)
+
+        late = Node(self, redis, "b", interval=0.05)
+        await until(late.joined, what="node b joined")
+        self.assertEqual(late.service.findUser("alice").client.uid, alice.protocol.uid)
+        self.assertEqual(late.service.findChannel("#room").topic, "after the snapshot")
+        self.assertEqual(len(late.service.findChannel("#room").history.entries), 50)
+        bob = late.client("bob")
+        await until(lambda: b" 001 bob " in bob.value(), what="bob registered")
+        bob.protocol.dataReceived(b"JOIN #room\r\nPRIVMSG #room :hi from b\r\n")
+        await until(lambda: b"PRIVMSG #room :hi from b" in alice.value(), what="relay to alice")
+        self.assertEqual(late.replica.snapshot(), first.replica.snapshot())
+
+    async def test_nodeNameTaken(self) -> None:
+        """
+        A second node with the name of a live one does not join: it waits
+        for that name's heartbeat to expire.
+        """
+        redis = await self.startRedis()
+        first = Node(self, redis, "a", interval=0.05)
+        await until(first.joined, what="node a joined")
+        second = Node(self, redis, "a", interval=0.05)
+        await until(lambda: second.log._announceAttempts >= 3, what="retries")
+        self.assertFalse(second.joined())
+        self.assertEqual(list(first.replica.nodes), ["a"])
+
+    async def test_redisLostItsState(self) -> None:
+        """
+        If Redis comes back without the cluster's state (it ran without
+        persistence), a node cannot agree with the others any more: it
+        disconnects its users and joins again from nothing.
+        """
+        redis = await self.startRedis()
+        node = Node(self, redis, "a", interval=0.05)
+        await until(node.joined, what="node a joined")
+        alice = node.client("alice")
+        await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
+        oldInstance = node.replica.instance
+        await redis.stop()
+        await until(lambda: not node.joined(), what="the outage noticed")
+        for path in redis.directory.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        await redis.start()
+        await until(node.joined, what="node a joined again")
+        self.assertIn(b"The cluster lost its state; please reconnect", alice.value())
+        self.assertTrue(alice.disconnecting)
+        self.assertNotEqual(node.replica.instance, oldInstance)
+        self.assertIsNone(node.service.findUser("alice"))
