@@ -332,6 +332,87 @@ class ShadowTests(ClusterTestCase):
         self.assertIs(type(connections[bob.protocol.uid]), ShadowConnection)
 
 
+class AccountTests(SynchronousTestCase):
+    """
+    Logins and operators: checked on the user's node, known everywhere.
+    """
+
+    def setUp(self) -> None:
+        from twisted.cred.portal import Portal
+
+        from netservices.chat.directory import AccountSummary, MemoryDirectory
+        from netservices.chat.login import AccountSettings
+        from tests.chat.test_login import FakeChecker, FakeRealm
+
+        self.log = FakeClusterLog()
+        self.checker = FakeChecker()
+        self.nodes = []
+        for name in ("n1", "n2"):
+            directory = MemoryDirectory([AccountSummary("alice"), AccountSummary("root", oper=True)])
+            server = FakeChatServer(
+                cluster=self.log, nodeName=name, directory=directory,
+                accounts=AccountSettings(portal=Portal(FakeRealm(), [self.checker])),
+            )
+            self.addCleanup(server.stop)
+            self.nodes.append(server)
+
+    def test_saslLogin(self) -> None:
+        """
+        A SASL login on one node: the password is checked there once, and
+        the other node knows the account (WHOIS there shows it).
+        """
+        from tests.chat.test_login import plain
+
+        alice = self.nodes[0].connect(host="127.0.0.1")
+        alice.send("CAP LS 302", "CAP REQ :sasl", "NICK alice", "USER alice 0 * :Alice",
+                   "AUTHENTICATE PLAIN", f"AUTHENTICATE {plain('alice', 'secret-alice')}",
+                   "CAP END")
+        lines = alice.received()
+        self.assertIn(":irc.test 900 alice alice!*@127.0.0.1 alice :You are now logged in as alice",
+                      lines)
+        self.assertIn(":irc.test 903 alice :SASL authentication successful", lines)
+        self.assertTrue(any(" 001 alice " in line for line in lines))
+        self.assertEqual(len(self.checker.checked), 1)
+        bob = self.nodes[1].user("bob")
+        bob.send("WHOIS alice")
+        self.assertIn(":irc.test 330 bob alice alice :is logged in as", bob.received())
+        self.assertNotIn(b"secret-alice", b"".join(data for _, data in self.log.entries))
+
+    def test_passLogin(self) -> None:
+        """
+        C{PASS account:password} before NICK and USER logs in before the
+        welcome, on every node alike.
+        """
+        alice = self.nodes[0].connect(host="127.0.0.1")
+        alice.send("PASS alice:secret-alice", "NICK alice", "USER alice 0 * :Alice")
+        lines = alice.received()
+        self.assertIn(":irc.test 900 alice alice!*@127.0.0.1 alice :You are now logged in as alice",
+                      lines)
+        self.assertEqual(self.nodes[1].service.findUser("alice").account, "alice")
+        self.assertEqual(
+            self.nodes[1].factory.replica.snapshot(), self.nodes[0].factory.replica.snapshot()
+        )
+
+    def test_operKillsOnAnotherNode(self) -> None:
+        """
+        An operator on one node KILLs a user of the other: that user's node
+        disconnects it, and everybody sees it quit.
+        """
+        root = self.nodes[0].connect(host="192.0.2.9", secure=True)
+        root.register("root")
+        root.send("OPER root secret-root")
+        self.assertIn(":irc.test 381 root :You are now an IRC operator", root.received())
+        self.assertTrue(self.nodes[1].service.findUser("root").oper)
+        bob = self.nodes[1].user("bob")
+        root.send("JOIN #a")
+        bob.send("JOIN #a")
+        root.received()
+        root.send("KILL bob :spam")
+        self.assertIn(":bob!~bob@192.0.2.1 QUIT :Killed (root (spam))", root.received())
+        self.assertTrue(bob.closed)
+        self.assertIsNone(self.nodes[1].service.findUser("bob"))
+
+
 #: What the users of L{ConvergenceTests} send, over a few nicks and
 #: channels so that they meet.
 LINES = [
