@@ -133,6 +133,7 @@ class RedisLog(Service):
         self._checkAfter = 0.0
         self._announced: str | None = None
         self._announceAttempts = 0
+        self._announcing = None
         self._down = False
         self._opening = None
         self._snapshotId: str | None = None
@@ -156,8 +157,9 @@ class RedisLog(Service):
         super().stopService()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        for call in (self._retry, self._announcing):
+            if call is not None and call.active():
+                call.cancel()
         writer, reader = self.writer, self.reader
         self.writer = self.reader = None
         if reader is not None:
@@ -317,11 +319,14 @@ class RedisLog(Service):
                 return
             self._opening = None
             self.writer, self.reader = writer, reader
-            if self._failures or self._down:
+            reconnected = bool(self._failures or self._down)
+            if reconnected:
                 self.logger.info("cluster: connected to {redis}", redis=str(self.address))
             self._failures = 0
             self._down = False
-            self._checkAfter = self.reactor.seconds() + 2 * self.timeout
+            # After an outage the others' heartbeats may have expired while
+            # Redis was away: give them time to beat again before checking.
+            self._checkAfter = self.reactor.seconds() + (2 * self.timeout if reconnected else 0)
             self._read(reader)
             if self._announced == self.replica.instance:
                 self.replica.available = True
@@ -392,7 +397,10 @@ class RedisLog(Service):
                         " for its heartbeat to expire",
                         node=replica.nodeName, other=previous.decode("ascii", "replace"),
                     )
-                self.reactor.callLater(self.interval, self.announce, replica)
+                if self._announcing is None or not self._announcing.active():
+                    self._announcing = self.reactor.callLater(
+                        self.interval, self.announce, replica
+                    )
                 return None
             self._announceAttempts = 0
             self._announced = instance

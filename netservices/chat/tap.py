@@ -551,7 +551,22 @@ def makeService(options: ChatOptions, reactor=None) -> service.MultiService:
             "chat cluster node {node} through {redis}",
             node=options["node-name"], redis=str(options["cluster"]),
         )
-        RedisLog(factory.replica, options["cluster"], reactor).setServiceParent(top)
+        clusterLog = RedisLog(factory.replica, options["cluster"], reactor)
+        clusterLog.setServiceParent(top)
+        metrics = metricsOf(options)
+        metrics.counter(
+            "chat_cluster_entries", "Cluster log entries this node appended and applied.",
+            lambda: {"appended": clusterLog.counts["appended"], "applied": clusterLog.counts["applied"]},
+            ("direction",),
+        )
+        metrics.counter(
+            "chat_cluster_outages", "Times this node lost its connections to Redis.",
+            lambda: clusterLog.counts["outages"],
+        )
+        metrics.gauge(
+            "chat_cluster_nodes", "Live nodes of the cluster, as this node sees them.",
+            lambda: len(factory.replica.nodes),
+        )
     connectionRefusals = RefusalLog(log, reactor, "connection")
     limited = addStreamListeners(
         top, options["listen"], options["endpoints"], factory, options, reactor,

@@ -151,6 +151,14 @@ class MakeServiceTests(SynchronousTestCase):
         [log] = [s for s in top if isinstance(s, RedisLog)]
         self.assertIs(log.replica, top.factory.replica)
         self.assertEqual(log.replica.nodeName, "n1")
+        from netservices._common.metrics import metricsOf
+
+        metrics = metricsOf(options)
+        log.counts.update(appended=3, applied=5, outages=1)
+        log.replica.nodes.update(n1="x", n2="y")
+        self.assertEqual(metrics.values("chat_cluster_entries"), {("appended",): 3, ("applied",): 5})
+        self.assertEqual(metrics.values("chat_cluster_outages"), {(): 1})
+        self.assertEqual(metrics.values("chat_cluster_nodes"), {(): 2})
 
     def test_motdFromDataDirectory(self) -> None:
         """
