@@ -107,6 +107,8 @@ class RedisLog(Service):
     #: log holds at most about twice that.
     snapshotInterval = 30.0
     snapshotEntries = 100_000
+    #: Seconds Redis has to answer a command (beyond C{block} for reads).
+    replyTimeout = 5.0
 
     def __init__(
         self,
@@ -177,11 +179,18 @@ class RedisLog(Service):
         done.addBoth(lambda _: writer.transport.loseConnection())
         return done
 
-    def _open(self) -> Deferred:
+    def _open(self, replyTimeout: float) -> Deferred:
+        """
+        Open a connection whose commands fail, and which closes, when Redis
+        has not answered within C{replyTimeout} seconds: a Redis host that
+        vanished without closing the connection is an outage too.
+        """
         from txredisapi import RedisProtocol
 
         address = self.address
-        factory = Factory.forProtocol(lambda: RedisProtocol(charset=None, convertNumbers=False))
+        factory = Factory.forProtocol(lambda: RedisProtocol(
+            charset=None, convertNumbers=False, replyTimeout=replyTimeout
+        ))
         factory.noisy = False
         endpoint = HostnameEndpoint(self.reactor, address.host, address.port, timeout=5)
         opened = endpoint.connect(factory)
@@ -195,7 +204,10 @@ class RedisLog(Service):
         self._retry = None
         if not self.running:
             return
-        opening = gatherResults([self._open(), self._open()], consumeErrors=True)
+        opening = gatherResults(
+            [self._open(self.replyTimeout), self._open(self.block / 1000 + self.replyTimeout)],
+            consumeErrors=True,
+        )
         opening.addCallback(self._opened)
         opening.addErrback(self._connectFailed)
 
@@ -477,6 +489,7 @@ class RedisLog(Service):
         checking.addErrback(lambda failure: None)
 
     def _checked(self, values, others) -> None:
+        self._deathsPublished &= set(self.replica.nodes.items())
         for (name, instance), value in zip(others, values):
             if value is not None and value.decode("ascii", "replace") == instance:
                 continue
