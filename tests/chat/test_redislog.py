@@ -5,6 +5,7 @@ joining late, a node name in use, and Redis losing its state.
 """
 
 import shutil
+import signal
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -168,3 +169,29 @@ class RedisLogTests(TwistdTestCase):
         self.assertTrue(alice.disconnecting)
         self.assertNotEqual(node.replica.instance, oldInstance)
         self.assertIsNone(node.service.findUser("alice"))
+
+    async def test_redisHangs(self) -> None:
+        """
+        A Redis that stops answering without closing its connections (a
+        host gone, here a stopped process) is an outage too, noticed after
+        the reply timeout; the node joins again when Redis answers.
+        """
+        redis = await self.startRedis()
+        node = Node(self, redis, "a", interval=0.05)
+        node.log.replyTimeout, node.log.block = 0.3, 100
+        await until(node.joined, what="node a joined")
+        alice = node.client("alice")
+        await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
+        redis.process.sendSignal("STOP")
+        try:
+            await until(lambda: not node.joined(), what="the hang noticed")
+            alice.protocol.dataReceived(b"JOIN #a\r\n")
+            await until(
+                lambda: b"400 alice JOIN :The cluster is unavailable" in alice.value(),
+                what="JOIN refused",
+            )
+        finally:
+            redis.process.sendSignal(signal.SIGCONT)
+        await until(node.joined, what="node a back")
+        self.assertFalse(alice.disconnecting)
+        self.assertEqual(node.log.counts["outages"], 1)
