@@ -51,6 +51,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from netservices.chat import numerics
+from netservices.chat.directory import MemoryDirectory
 from netservices.chat.ircv3 import History, MessageIds, Relayed
 from netservices.chat.protocol import ChatConnection, ChatFactory
 from netservices.chat.service import Channel, ChatError
@@ -166,11 +167,11 @@ class EntryMessageIds(MessageIds):
 class OriginWrites:
     """
     A directory whose writes (registered channels' state and history) are
-    made by the node where the change came from only: every node applies
-    the change, one stores it.
+    stored by the node where the change came from only: every node applies
+    the change and keeps it in its directory's memory, one stores it.
     """
 
-    def __init__(self, directory, replica: ClusterReplica) -> None:
+    def __init__(self, directory: MemoryDirectory, replica: ClusterReplica) -> None:
         self._directory = directory
         self._replica = replica
 
@@ -180,10 +181,14 @@ class OriginWrites:
     def saveChannel(self, record) -> None:
         if self._replica.applyingOwn:
             self._directory.saveChannel(record)
+        else:
+            self._directory.channels[foldCase(record.name)] = record
 
     def saveHistory(self, name: str, entry, keep: int) -> None:
         if self._replica.applyingOwn:
             self._directory.saveHistory(name, entry, keep)
+        else:
+            MemoryDirectory.saveHistory(self._directory, name, entry, keep)
 
 
 class ClusterConnection(ChatConnection):

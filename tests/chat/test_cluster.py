@@ -316,6 +316,36 @@ class NodeTests(ClusterTestCase):
         return replica
 
 
+class RegisteredChannelTests(SynchronousTestCase):
+    """
+    Registered channels in a cluster.
+    """
+
+    def test_storedOnce(self) -> None:
+        """
+        A change to a registered channel is stored by the node of the user
+        who made it, and kept in memory by the others, so that every node
+        restores the channel alike.
+        """
+        from netservices.chat.directory import MemoryDirectory
+        from netservices.chat.store import ChannelRecord
+
+        log = FakeClusterLog()
+        directories = [MemoryDirectory(channels=[ChannelRecord("#reg", "alice", modes="n")]) for _ in range(2)]
+        nodes = [FakeChatServer(cluster=log, nodeName=f"n{i}", directory=directory)
+                 for i, directory in enumerate(directories)]
+        for node in nodes:
+            self.addCleanup(node.stop)
+        alice = nodes[0].user("alice")
+        alice.send("JOIN #reg", "TOPIC #reg :kept", "PRIVMSG #reg :remembered")
+        alice.received()
+        self.assertEqual([record.topic for record in directories[0].saved], ["kept"])
+        self.assertEqual(directories[1].channelRecord("#reg").topic, "kept")
+        self.assertEqual(directories[1].saved, [])
+        self.assertEqual(directories[0].channels, directories[1].channels)
+        self.assertEqual(directories[0].histories, directories[1].histories)
+
+
 class ShadowTests(ClusterTestCase):
     """
     Users of other nodes as a node sees them.
