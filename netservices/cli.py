@@ -8,7 +8,7 @@ The C{netservices} command: clients and tools for the services.
     netservices broadcast [--interface NAME] [--send TEXT | --peers] [options]
     netservices wol MAC [--interface NAME]
     netservices threaded HOST[:PORT] HANDLER [ARG...] [options]
-    netservices chat-admin [--data-dir DIR] user|oper|channel ...
+    netservices chat-admin [--data-dir DIR | --cluster URL] user|oper|channel|setting ...
     netservices chat-client [ircs://|irc://]HOST[:PORT] --nick NICK [options]
 """
 

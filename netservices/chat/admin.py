@@ -1,15 +1,17 @@
 # -*- test-case-name: tests.chat.test_admin -*-
 """
 C{netservices chat-admin}: accounts, IRC operators and registered channels
-of the chat server, in its state directory.
+of the chat server, in its state directory, or in the Redis of a cluster.
 
     netservices chat-admin [--data-dir DIR] user add|passwd|del|list|certfp ...
     netservices chat-admin [--data-dir DIR] oper grant|revoke NAME
     netservices chat-admin [--data-dir DIR] channel register|drop|list ...
+    netservices chat-admin --cluster redis://HOST:PORT/DB user|oper|channel|setting ...
 
-It works on the SQLite file directly (L{netservices.chat.store.Store}),
-also while the server runs: the server sees the changes within its
-refresh interval.  Passwords are asked for twice on the terminal, or read
+It works on the SQLite file directly (L{netservices.chat.store.Store}), or
+with C{--cluster} on the cluster's Redis
+(L{netservices.chat.redisstore.RedisStore}), also while the server runs:
+the server sees the changes within its refresh interval.  Passwords are asked for twice on the terminal, or read
 from the first line of C{--password-file} (C{-} for standard input); never
 from the command line, where other users could read them.
 """
@@ -98,10 +100,18 @@ class _Command(InterspersedOptions):
 
     def openStore(self) -> Store:
         """
-        @return: the store of C{--data-dir}.
+        @return: the store of C{--cluster}, or else of C{--data-dir}.
         @raise ClientError: if it cannot be opened, or does not exist and
             this command does not create it.
         """
+        cluster = self.parent.parent["cluster"]
+        if cluster is not None:
+            from netservices.chat.redisstore import RedisStore
+
+            try:
+                return RedisStore.open(cluster)
+            except StoreError as e:
+                raise ClientError(str(e))
         directory = Path(self.parent.parent["data-dir"])
         path = directory / DATABASE_NAME
         if self.creates:
@@ -587,16 +597,28 @@ class SettingOptions(_Group):
     ]
 
 
+def _clusterAddress(url: str):
+    from netservices.chat.tap import _clusterAddress as serverClusterAddress
+
+    # The server's own parsing and messages.
+    return serverClusterAddress(url)
+
+
+_clusterAddress.coerceDoc = "A redis:// URL."
+
+
 class ChatAdminOptions(_Group):
     """
     C{netservices chat-admin}.
     """
 
-    synopsis = "[--data-dir DIR] user|oper|channel|setting ..."
+    synopsis = "[--data-dir DIR | --cluster redis://HOST:PORT/DB] user|oper|channel|setting ..."
     longdesc = (
         "Manage the chat server's accounts, IRC operators and registered"
-        " channels, in the SQLite file (chat.sqlite3) of its state directory;"
-        " also while the server runs. Run it as the user the server runs as."
+        " channels, in the SQLite file (chat.sqlite3) of its state directory,"
+        " or with --cluster in the Redis of a cluster (where the nodes of"
+        " twistd netservices chat --cluster keep them); also while the server"
+        " runs. Run it as the user the server runs as."
         " Exit status: 0 done, 1 refused or failed, 2 bad usage."
     )
     optParameters = [
@@ -607,7 +629,16 @@ class ChatAdminOptions(_Group):
             "The chat server's state directory. Default: as for twistd netservices"
             " chat (/var/lib/netservices/chat for root, else"
             " $XDG_STATE_HOME/netservices/chat).",
-        ]
+        ],
+        [
+            "cluster",
+            None,
+            None,
+            "Manage the accounts, operators, channels and settings of the cluster"
+            " whose nodes run with this --cluster URL (redis://HOST:PORT/DB), in"
+            " that Redis, instead of a state directory's; not with --data-dir",
+            _clusterAddress,
+        ],
     ]
     subCommands = [
         ["user", None, UserOptions, "Add, delete, list accounts; passwords, certificates."],
@@ -618,7 +649,13 @@ class ChatAdminOptions(_Group):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if self["data-dir"] is None:
+        if self["cluster"] is not None:
+            if self["data-dir"] is not None:
+                raise usage.UsageError(
+                    "--cluster and --data-dir exclude each other (a cluster keeps its"
+                    " accounts in Redis)"
+                )
+        elif self["data-dir"] is None:
             from netservices.chat.tap import defaultDataDirectory
 
             self["data-dir"] = str(defaultDataDirectory())

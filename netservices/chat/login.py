@@ -335,15 +335,21 @@ class AccountCommands:
 
     def _loginFailed(self, failure, sasl: bool) -> None:
         self._authenticating = False
-        failure.trap(UnauthorizedLogin)
+        refused = failure.check(UnauthorizedLogin) is not None
+        if not refused:
+            # The checker could not check (its store is unreachable): the
+            # client is told it failed rather than left waiting.
+            self.factory.log.failure("chat login could not be checked", failure)
         if self._closingSince is not None:
             return
         if sasl:
             self.sendNumeric(numerics.ERR_SASLFAIL, "SASL authentication failed")
             self._tryRegister()
-        else:
+        elif refused:
             self.sendNumeric(numerics.ERR_PASSWDMISMATCH, "Password incorrect")
             self.disconnect("Bad password")
+        else:
+            self.disconnect("Passwords cannot be checked now; try again later")
 
     # Nick ownership
 

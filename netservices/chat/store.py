@@ -36,7 +36,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import attrs
 from twisted.application import service
@@ -295,6 +295,29 @@ def _checkPasswordHash(passwordHash: object) -> str:
     return passwordHash
 
 
+def _checkAccount(account: Account) -> Account:
+    """
+    @return: C{account} as stored: its fingerprint normalized, C{oper} a
+        L{bool} and C{created} a L{float}.
+    @raise ValueError: with one line, if it cannot be stored.
+    """
+    fingerprint = account.certificateFingerprint
+    return Account(
+        checkAccountName(account.name),
+        _checkPasswordHash(account.passwordHash),
+        bool(account.oper),
+        None if fingerprint is None else normalizeFingerprint(fingerprint),
+        float(account.created),
+    )
+
+
+def _checkSetting(key: object, value: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValueError("a setting's key is non-empty text")
+    if not isinstance(value, str):
+        raise ValueError("a setting's value is text")
+
+
 def _checkRecord(record: ChannelRecord) -> None:
     checkChannelName(record.name)
     checkAccountName(record.founder)
@@ -454,21 +477,17 @@ class Store:
         @raise AccountExists: if its name is taken (in any case).
         @raise FingerprintInUse: if another account has its fingerprint.
         """
-        name = checkAccountName(account.name)
-        passwordHash = _checkPasswordHash(account.passwordHash)
-        fingerprint = account.certificateFingerprint
-        if fingerprint is not None:
-            fingerprint = normalizeFingerprint(fingerprint)
+        account = _checkAccount(account)
         with self._write() as db:
-            folded = foldCase(name)
+            folded = foldCase(account.name)
             if db.execute("SELECT 1 FROM accounts WHERE folded = ?", (folded,)).fetchone():
-                raise AccountExists(f"account {name} exists already")
-            self._checkFingerprintFree(db, fingerprint, folded)
+                raise AccountExists(f"account {account.name} exists already")
+            self._checkFingerprintFree(db, account.certificateFingerprint, folded)
             db.execute(
                 "INSERT INTO accounts (folded, name, password_hash, oper, fingerprint,"
                 " created) VALUES (?, ?, ?, ?, ?, ?)",
-                (folded, name, passwordHash, int(bool(account.oper)), fingerprint,
-                 float(account.created)),
+                (folded, account.name, account.passwordHash, int(account.oper),
+                 account.certificateFingerprint, account.created),
             )
 
     def getAccount(self, name: str) -> Account | None:
@@ -752,10 +771,7 @@ class Store:
         """
         Set setting C{key} to C{value}.
         """
-        if not isinstance(key, str) or not key:
-            raise ValueError("a setting's key is non-empty text")
-        if not isinstance(value, str):
-            raise ValueError("a setting's value is text")
+        _checkSetting(key, value)
         with self._write() as db:
             db.execute(
                 "INSERT INTO settings (key, value) VALUES (?, ?)"
@@ -804,23 +820,34 @@ STORE_METHODS = (
 
 class ThreadedStore:
     """
-    A L{Store} on its own thread: each method of L{Store} (see
-    L{STORE_METHODS}) is here with the same arguments, returning a
-    L{Deferred} of its result.  The calls run one at a time, in order, on
-    the one thread of C{pool}, which opens and closes the connection; the
-    reactor thread never touches SQLite.
+    A L{Store} (or a store with the same methods, such as
+    L{netservices.chat.redisstore.RedisStore}) on its own thread: each
+    method of L{Store} (see L{STORE_METHODS}) is here with the same
+    arguments, returning a L{Deferred} of its result.  The calls run one at
+    a time, in order, on the one thread of C{pool}, which opens and closes
+    the connection; the reactor thread never touches SQLite (or Redis).
 
-    @ivar path: the database file.
+    @ivar path: the database file (L{None} with an C{opener}).
+    @ivar description: what messages call the store: its file, or what
+        was given with the C{opener} (e.g. a C{redis://} URL).
     """
 
-    def __init__(self, path: str | os.PathLike, reactor, pool=None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, reactor, pool=None, opener: Callable[[], Store] | None = None
+    ) -> None:
         """
+        @param path: the database file; with C{opener}, what to call the
+            store in messages.
         @param reactor: what C{deferToThreadPool} needs (C{callFromThread}).
         @param pool: a L{twisted.python.threadpool.ThreadPool} with exactly
             one thread (the default: a new one, of daemon threads); tests
             pass L{netservices.testing.SynchronousThreadPool}.
+        @param opener: called with no arguments on the store's thread, it
+            returns the open store (default: C{Store.open(path)}).
         """
-        self.path = Path(path)
+        self.path = Path(path) if opener is None else None
+        self.description = str(path)
+        self._opener = opener if opener is not None else lambda: Store.open(self.path)
         self.reactor = reactor
         self.pool = pool if pool is not None else DaemonThreadPool(1, 1, name="chat-store")
         self._store: Store | None = None
@@ -856,7 +883,7 @@ class ThreadedStore:
         return closing.addBoth(stopPool)
 
     def _open(self) -> None:
-        self._store = Store.open(self.path)
+        self._store = self._opener()
 
     def _close(self) -> None:
         if self._store is not None:
@@ -865,7 +892,7 @@ class ThreadedStore:
 
     def _run(self, method: str, args: tuple, kwargs: dict):
         if self._store is None:
-            raise StoreError(f"the chat store {self.path} is not open")
+            raise StoreError(f"the chat store {self.description} is not open")
         return getattr(self._store, method)(*args, **kwargs)
 
     def _call(self, f, *args) -> Deferred:
@@ -907,7 +934,7 @@ class StoreService(service.Service):
         opening = self.store.start()
         opening.addErrback(
             lambda f: self.log.failure("cannot open the chat store {path}", f,
-                                       path=str(self.store.path))
+                                       path=self.store.description)
         )
 
     def stopService(self) -> Deferred[None]:

@@ -450,23 +450,35 @@ class Registrar:
 
 def _accounts(options: ChatOptions, dataDir: Path, reactor, top: service.MultiService):
     """
-    Open the account store and build the login portal, as services of
-    C{top} (the store first, so that it stops last).
+    Open the account store (with C{--cluster}, in the cluster's Redis;
+    else C{chat.sqlite3} in C{dataDir}) and build the login portal, as
+    services of C{top} (the store first, so that it stops last).
 
     @return: the store, the password checker, the portal and the settings
         (C{chat-admin setting}).
     @raise SystemExit: with one line, when the database cannot be used.
     """
-    path = dataDir / DATABASE_NAME
-    try:
-        # Once here, synchronously, so that a bad database is a one-line
-        # error at startup rather than a failure on the store's thread.
-        opened = Store.open(path)
-        settings = opened.listSettings()
-        opened.close()
-    except (StoreError, OSError) as e:
-        raise SystemExit(f"netservices chat: {e}")
-    store = ThreadedStore(path, reactor)
+    address = options["cluster"]
+    if address is not None:
+        # The cluster's Redis, which every node reaches.  Not contacted
+        # here: like the cluster's log, the store waits for Redis if it is
+        # away, and the settings are read as the directory starts.
+        from netservices.chat.redisstore import RedisStore
+
+        Logger(namespace="netservices.chat").info("chat accounts in {redis}", redis=str(address))
+        store = ThreadedStore(str(address), reactor, opener=lambda: RedisStore.connect(address))
+        settings: dict[str, str] = {}
+    else:
+        path = dataDir / DATABASE_NAME
+        try:
+            # Once here, synchronously, so that a bad database is a one-line
+            # error at startup rather than a failure on the store's thread.
+            opened = Store.open(path)
+            settings = opened.listSettings()
+            opened.close()
+        except (StoreError, OSError) as e:
+            raise SystemExit(f"netservices chat: {e}")
+        store = ThreadedStore(path, reactor)
     StoreService(store).setServiceParent(top)
     checker = AccountChecker(store, reactor)
     CheckerService(checker).setServiceParent(top)

@@ -19,7 +19,7 @@ from netservices.chat.accounts import AccountAvatar, ICertificateFingerprint, IC
 from netservices.chat.directory import AccountSummary, MemoryDirectory
 from netservices.chat.login import AccountSettings
 from netservices.chat.protocol import ConnectionSettings
-from netservices.chat.store import ChannelRecord
+from netservices.chat.store import ChannelRecord, StoreError
 from netservices.testing import FakeChatServer, offeredCapabilities
 
 PASSWORDS = {"alice": "secret-alice", "root": "secret-root", "bob": "secret-bob"}
@@ -34,11 +34,16 @@ class FakeChecker:
 
     credentialInterfaces = (IUsernamePassword, ICertificateFingerprint)
 
+    #: Set to fail every check as when the account store is unreachable.
+    broken = False
+
     def __init__(self) -> None:
         self.checked: list = []
 
     def requestAvatarId(self, credentials):
         self.checked.append(credentials)
+        if self.broken:
+            return fail(StoreError("the chat store is unreachable"))
         if ICertificateFingerprint.providedBy(credentials):
             if credentials.fingerprint == "AA:BB":
                 return succeed(b"alice")
@@ -286,6 +291,38 @@ class SASLTests(LoginTestCase):
              ":irc.test 903 * :SASL authentication successful"],
         )
         self.assertEqual(self.checker.checked[-1].fingerprint, "AA:BB")
+
+
+class UncheckableTests(LoginTestCase):
+    """
+    Logins when the checker cannot check (its store is unreachable).
+    """
+
+    def test_sasl(self) -> None:
+        """
+        SASL gets 904 (the error is logged) and the client may register
+        anyway: it is not left waiting.
+        """
+        self.checker.broken = True
+        client = self.server.connect(host="127.0.0.1")
+        client.send("CAP LS 302", "NICK x", "USER x 0 * :x", "AUTHENTICATE PLAIN",
+                    "AUTHENTICATE " + plain("alice", "secret-alice"))
+        self.assertEqual(client.received()[-1], ":irc.test 904 x :SASL authentication failed")
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+        client.send("CAP END")
+        self.assertEqual(client.received()[0].split()[1], "001")
+
+    def test_pass(self) -> None:
+        """
+        PASS ends the connection with a reason that is not a wrong password.
+        """
+        self.checker.broken = True
+        client = self.server.connect(host="127.0.0.1")
+        client.send("PASS alice:secret-alice", "NICK al", "USER a 0 * :a")
+        self.assertEqual(client.received(), [
+            "ERROR :Closing Link: 127.0.0.1 (Passwords cannot be checked now; try again later)"
+        ])
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
 
 
 class PassTests(LoginTestCase):

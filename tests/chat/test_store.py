@@ -143,13 +143,26 @@ class OpenTests(SynchronousTestCase):
         self.assertIn("No such file or directory", str(error))
 
 
-class AccountTests(SynchronousTestCase):
+class StoreTestCase(SynchronousTestCase):
+    """
+    Tests of a store, by default a L{Store}; subclasses test another kind
+    (L{tests.chat.test_redisstore}) by overriding L{makeStore}.
+    """
+
+    def makeStore(self):
+        """
+        @return: a new, empty store, closed after the test.
+        """
+        return openStore(self)
+
+
+class AccountTests(StoreTestCase):
     """
     Accounts in L{Store}.
     """
 
     def setUp(self):
-        self.store = openStore(self)
+        self.store = self.makeStore()
 
     def test_addAndGet(self):
         """
@@ -273,13 +286,13 @@ class AccountTests(SynchronousTestCase):
         self.store.addAccount(Account("ALICE", HASH))
 
 
-class ChannelTests(SynchronousTestCase):
+class ChannelTests(StoreTestCase):
     """
     Registered channels in L{Store}.
     """
 
     def setUp(self):
-        self.store = openStore(self)
+        self.store = self.makeStore()
         self.store.addAccount(Account("alice", HASH))
 
     def test_roundTrip(self):
@@ -368,15 +381,21 @@ class ChannelTests(SynchronousTestCase):
         self.assertRaises(ValueError, self.store.dropChannel, "lobby")
 
 
-class HistoryTests(SynchronousTestCase):
+class HistoryTests(StoreTestCase):
     """
     The history of registered channels in L{Store} (schema version 2).
     """
 
     def setUp(self):
-        self.store = openStore(self)
+        self.store = self.makeStore()
         self.store.addAccount(Account("alice", HASH))
         self.store.registerChannel(ChannelRecord("#Lobby", "alice"))
+
+    def storedEntries(self) -> int:
+        """
+        @return: how many history entries the store holds, of any channel.
+        """
+        return self.store._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
 
     def entry(self, n: int) -> HistoryEntry:
         return HistoryEntry(
@@ -396,7 +415,7 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(self.store.getHistory("#Lobby", 1), [self.entry(4)])
         self.assertEqual(self.store.getHistory("#other"), [])
         self.store.dropChannel("#Lobby")
-        self.assertEqual(self.store._db.execute("SELECT COUNT(*) FROM history").fetchone(), (0,))
+        self.assertEqual(self.storedEntries(), 0)
 
     def test_migrationFromVersion1(self):
         """
@@ -418,7 +437,7 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(store.getHistory("#a"), [self.entry(1)])
 
 
-class SettingTests(SynchronousTestCase):
+class SettingTests(StoreTestCase):
     """
     Settings in L{Store}.
     """
@@ -427,13 +446,30 @@ class SettingTests(SynchronousTestCase):
         """
         A setting is L{None} until set, then the last value set.
         """
-        store = openStore(self)
+        store = self.makeStore()
         self.assertIsNone(store.getSetting("motd"))
         store.setSetting("motd", "hello")
         store.setSetting("motd", "again")
         self.assertEqual(store.getSetting("motd"), "again")
         self.assertRaises(ValueError, store.setSetting, "", "x")
         self.assertRaises(ValueError, store.setSetting, "k", 3)
+
+    def test_deleteAndList(self):
+        """
+        L{Store.listSettings} gives every setting, by key, with its value
+        (newlines kept); a deleted setting is gone, and deleting one that
+        is not set does nothing.
+        """
+        store = self.makeStore()
+        self.assertEqual(store.listSettings(), {})
+        store.setSetting("network", "HomeNet")
+        store.setSetting("motd", "one\ntwo")
+        self.assertEqual(list(store.listSettings().items()),
+                         [("motd", "one\ntwo"), ("network", "HomeNet")])
+        store.deleteSetting("motd")
+        store.deleteSetting("nothing")
+        self.assertEqual(store.listSettings(), {"network": "HomeNet"})
+        self.assertIsNone(store.getSetting("motd"))
 
 
 class ThreadedStoreFakeTests(SynchronousTestCase):
