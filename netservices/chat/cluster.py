@@ -412,6 +412,9 @@ class ShadowConnection(ClusterConnection):
 
     __slots__ = ()
 
+    #: Relayed messages reach this user from its own node.
+    receives = False
+
     @classmethod
     def of(cls, factory: ClusterFactory, uid: str, host: str, secure: bool) -> ShadowConnection:
         shadow = cls()
@@ -783,7 +786,7 @@ class ClusterReplica:
             channel.invited = OrderedDict.fromkeys(saved["invited"])
             for uid, status in saved["members"]:
                 user = self.connections[uid].user
-                channel.members[user] = status
+                channel.addMember(user, status)
                 user.channels[channel.folded] = channel
                 if user.tagMask:
                     channel.capable += 1

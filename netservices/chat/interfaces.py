@@ -13,6 +13,11 @@ class IChatClient(Interface):
     A client connection, as the chat service sees it.
     """
 
+    receives = Attribute(
+        "Whether relayed channel messages are given to this client (false for"
+        " the users of other nodes of a cluster, which get them there)."
+    )
+
     def deliver(line: bytes) -> None:
         """
         Send one encoded line.  The same bytes object is given to every

@@ -174,6 +174,10 @@ class ChatConnection(AccountCommands, ExtensionCommands, Protocol):
 
     factory: ChatFactory
 
+    #: Relayed messages are given to this connection (see
+    #: L{netservices.chat.service.Channel.receivers}).
+    receives = True
+
     # Thousands of connections at once: what each one holds is kept in
     # slots (the instance dict keeps only what Protocol itself sets).
     __slots__ = (

@@ -162,6 +162,9 @@ class Channel:
         operators), kept in step with the channel.
     @ivar capable: how many members have a non-zero C{tagMask} (0: every
         member gets the plain line).
+    @ivar receivers: the members whose connections are on this server, in
+        order (all of them but in a cluster, where the users of other
+        nodes get relayed messages from their own node).
     @ivar history: the recent messages, or L{None} when none are kept.
     """
 
@@ -177,11 +180,20 @@ class Channel:
         self.folded = foldCase(name)
         self.created = int(created)
         self.members: dict[User, str] = {}
+        self.receivers: dict[User, None] = {}
         self.modes: set[str] = {"n", "t"}
         self.bans: dict[str, object] = {}
         self.invited: OrderedDict[str, None] = OrderedDict()
         self.capable = 0
         self.history: History | None = None
+
+    def addMember(self, user: User, status: str) -> None:
+        """
+        Make C{user} a member with C{status}.
+        """
+        self.members[user] = status
+        if user.client.receives:
+            self.receivers[user] = None
 
     def isBanned(self, user: User) -> bool:
         """
@@ -544,7 +556,7 @@ class ChatService:
             # for being first.
             status = "o"
         channel.invited.pop(user.folded, None)
-        channel.members[user] = status
+        channel.addMember(user, status)
         user.channels[channel.folded] = channel
         if user.tagMask:
             channel.capable += 1
@@ -630,6 +642,7 @@ class ChatService:
 
     def _removeMember(self, channel: Channel, user: User) -> None:
         del channel.members[user]
+        channel.receivers.pop(user, None)
         del user.channels[channel.folded]
         if user.tagMask:
             channel.capable -= 1
@@ -655,7 +668,7 @@ class ChatService:
         delivered = 0
         # A copy: a delivery can end a member's connection (its send queue
         # overflows), which removes it from the channel.
-        members = list(channel.members)
+        members = list(channel.receivers)
         if not channel.capable and not requires:
             for member in members:
                 if member is not skip:

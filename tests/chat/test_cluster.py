@@ -361,6 +361,22 @@ class ShadowTests(ClusterTestCase):
         self.assertIs(type(connections[alice.protocol.uid]), ClusterConnection)
         self.assertIs(type(connections[bob.protocol.uid]), ShadowConnection)
 
+    def test_relayedToOwnUsersOnly(self) -> None:
+        """
+        A node relays a channel's messages to its own members only (the
+        others' nodes relay to theirs), and counts those deliveries.
+        """
+        alice, bob = self.pair()
+        for node, client in zip(self.nodes, (alice, bob)):
+            channel = node.service.findChannel("#room")
+            self.assertEqual(len(channel.members), 2)
+            self.assertEqual(list(channel.receivers), [client.protocol.user])
+        before = [node.service.counts["deliveries"] for node in self.nodes]
+        alice.send("PRIVMSG #room :counted")
+        bob.received()
+        after = [node.service.counts["deliveries"] for node in self.nodes]
+        self.assertEqual([b - a for a, b in zip(before, after)], [0, 1])
+
 
 class AccountTests(SynchronousTestCase):
     """

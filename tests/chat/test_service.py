@@ -19,6 +19,8 @@ class RecordingClient:
     Records the lines delivered to it.
     """
 
+    receives = True
+
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.reasons: list[str] = []
