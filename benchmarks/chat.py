@@ -3,9 +3,10 @@ Chat benchmarks: the netservices IRC server (`twistd netservices chat`)
 measured side by side with stock Twisted Words and, when installed, the
 Debian packages of ngIRCd and InspIRCd.
 
-    python benchmarks/chat.py              # 3 repetitions, about 10 minutes
+    python benchmarks/chat.py              # 3 repetitions, about 13 minutes
     python benchmarks/chat.py --quick      # smoke run, 1 repetition, short cells
     python benchmarks/chat.py --repeat 5 --only ours,ngircd --json out.json
+    python benchmarks/chat.py --cluster    # the cluster cells alone, about 5 minutes
 
 Run it from the repository root with the development virtualenv active.  It
 compiles the load generator benchmarks/chatload.c with `gcc -O2 -Wall` into
@@ -27,6 +28,17 @@ the last 001).  Lines are 100-byte PRIVMSGs.  The C servers' flood limits are
 raised (configs written to a temporary directory) so that the figures
 compare throughput; ours runs with --flood-rate 0; Twisted Words has no
 flood control.
+
+Cluster cells (issue #11): the two N=500 fan-out cells again on clusters of
+1, 2 and 4 nodes (`--cluster redis://127.0.0.1:PORT/0 --node-name nK`, the
+single node's options, one --data-dir shared by the nodes) with a
+redis-server of their own (a temporary directory, `--save ''
+--appendonly yes --appendfsync everysec`, a free loopback port), started
+afresh for each repetition; the generator connects client i to node i mod K,
+once every node has logged that every node joined.  The nodes and Redis
+share the server's CPUs (with 2 CPUs: all of them on CPU 0, the generator
+alone on CPU 1); the CPU figures are theirs summed.  `--cluster` runs these
+cells and the single node's alone; `--only` takes `cluster` as a server.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -81,6 +94,12 @@ NICK_PREFIX = "cb"  # nicks cb0, cb1, ...; the Twisted Words tac knows cb0..cb19
 PROBE_NICK = "cbprobe"
 REG_LIMIT = 40.0  # seconds allowed for registering and joining in one cell
 C_KEYS = ("ngircd", "inspircd")
+CLUSTER_SIZES = (1, 2, 4)
+JOIN_LIMIT = 60.0  # seconds for every node of a cluster to log every node's joining
+# Redis as the cluster's docs ask: persistence by append-only file.
+REDIS_OPTIONS = ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+# What in a node's log shows trouble (Twisted's log levels, tracebacks).
+LOG_TROUBLE = ("#warn]", "#error]", "#critical]", "Traceback", "Unhandled")
 
 
 # ------------------------------------------------------------------ cells
@@ -112,6 +131,7 @@ FANOUT_CELLS = [
 ]
 PM_CELL = Cell("pm-50", "pm", 50, 50, 1, "pm pairs=50 W=1")
 LOAD_CELLS = FANOUT_CELLS + [PM_CELL]
+CLUSTER_CELLS = [cell for cell in FANOUT_CELLS if cell.clients == 500]
 
 
 # ---------------------------------------------------------------- servers
@@ -119,23 +139,32 @@ LOAD_CELLS = FANOUT_CELLS + [PM_CELL]
 
 @dataclass
 class ServerSpec:
-    key: str  # ours, twisted, ngircd, inspircd
+    key: str  # ours, cluster1 (2, 4), twisted, ngircd, inspircd
     label: str
     batch: int  # registrations in flight
     password: str | None = None
     version: str = ""
     skip: str | None = None  # reason when not run
-    binary: str = ""  # the C servers' executable
+    binary: str = ""  # the C servers' executable; a cluster's redis-server
+    nodes: int = 0  # a cluster of ours with this many nodes; 0: not a cluster
 
-    def command(self, port: int, workdir: Path, twistd: str) -> tuple[list[str], dict]:
+    @property
+    def group(self) -> str:
+        """What --only calls it."""
+        return "cluster" if self.nodes else self.key
+
+    def command(self, port: int, workdir: Path, twistd: str,
+                node: tuple[str, str] | None = None) -> tuple[list[str], dict]:
+        """The server's argv and environment; node: (Redis URL, node name) in a cluster."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.key == "ours":
-            data = workdir / "ours-data"
+        if self.key == "ours" or self.nodes:
+            data = workdir / f"{self.key}-data"  # shared by the nodes of a cluster
             data.mkdir(exist_ok=True)
+            cluster = ["--cluster", node[0], "--node-name", node[1]] if node else []
             return ([twistd, "-n", "--pidfile=", "netservices", "chat",
                      "--listen", f"tcp:{port}:interface={HOST}", "--data-dir", str(data),
                      "--max-connections", "0", "--max-per-peer", "0", "--flood-rate", "0",
-                     "--sendq", "4194304"], env)
+                     "--sendq", "4194304"] + cluster, env)
         if self.key == "twisted":
             env["CHATBENCH_PORT"] = str(port)
             return [twistd, "-n", "--pidfile=", "-y", str(WORDS_TAC)], env
@@ -238,7 +267,7 @@ def serverSpecs(twistd: str) -> list[ServerSpec]:
         ours.skip = f"`twistd netservices chat --help` failed: {e}"
     twisted_ = ServerSpec("twisted", "Twisted Words (stock)", 50, password="p",
                           version=twisted.__version__)
-    specs = [ours, twisted_]
+    specs = [ours] + clusterSpecs(ours) + [twisted_]
     # ngIRCd's listen backlog is 10: more connects in flight overflow it (the
     # kernel drops the final ACKs) and registration stalls.
     ng = ServerSpec("ngircd", "ngIRCd", 10)
@@ -256,42 +285,149 @@ def serverSpecs(twistd: str) -> list[ServerSpec]:
     return specs
 
 
+def clusterSpecs(ours: ServerSpec) -> list[ServerSpec]:
+    """Clusters of ours with 1, 2, 4 nodes, each with a redis-server of its own."""
+    redis = findBinary("redis-server")
+    skip = ours.skip
+    if skip is None and redis is None:
+        skip = "redis-server not installed (Debian package `redis-server`)"
+    if skip is None and importlib.util.find_spec("txredisapi") is None:
+        skip = "txredisapi (needed by --cluster) is not importable"
+    version = ""
+    if redis is not None:
+        try:
+            done = subprocess.run([redis, "--version"], capture_output=True, text=True,
+                                  timeout=10)
+            version = next((w[2:] for w in done.stdout.split() if w.startswith("v=")), "")
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return [ServerSpec(f"cluster{k}", f"cluster of {k} node{'s' if k > 1 else ''}", ours.batch,
+                       version=f"{ours.version}, Redis {version}".strip(", "), skip=skip,
+                       binary=redis or "", nodes=k)
+            for k in CLUSTER_SIZES]
+
+
+def clusterCpus(nodes: int) -> tuple[list[int], int]:
+    """
+    The CPUs of a cluster's nodes and of its redis-server: the CPUs usable
+    here but the generator's, the server's first, taken in turn (shared
+    when there are fewer than nodes + 1).
+    """
+    others = sorted(os.sched_getaffinity(0) - {GENERATOR_CPU}, key=lambda c: (c != SERVER_CPU, c))
+    return [others[k % len(others)] for k in range(nodes)], others[nodes % len(others)]
+
+
+def placement(spec: ServerSpec, pinned: bool) -> str:
+    """Which CPUs the processes of spec got, in words."""
+    if not pinned:
+        return f"{spec.label}: not pinned"
+    if not spec.nodes:
+        return f"{spec.label} on CPU {SERVER_CPU}"
+    nodes, redis = clusterCpus(spec.nodes)
+    byCpu: dict[int, list[str]] = {}
+    for k, cpu in enumerate(nodes):
+        byCpu.setdefault(cpu, []).append(f"n{k + 1}")
+    byCpu.setdefault(redis, []).append("redis-server")
+    parts = [(f"{', '.join(names[:-1])} and {names[-1]} share" if len(names) > 1 else
+              f"{names[0]} on") + f" CPU {cpu}" for cpu, names in byCpu.items()]
+    return f"{spec.label}: " + ", ".join(parts)
+
+
 def freePort() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
-class Running(ServerProcess):
-    """One started server process, answering registrations."""
+def waitForPort(server: ServerProcess, port: int) -> None:
+    """Until server (alive) accepts connections on port, at most 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise CellError(f"exited with status {server.process.returncode}: {server.tail()}")
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise CellError(f"not listening on {HOST}:{port} after 60 s: {server.tail()}")
+
+
+class Instance:
+    """
+    What the cells use of a started server, one process or a cluster: its
+    ports and PIDs (ports, pids), fresh nicks, waiting until it is idle.
+    """
+
+    nextNick = 0
+    ports: list[int]
+    pids: list[int]
+
+    def nicks(self, count: int) -> int:
+        """Reserve count fresh nicks on this instance; returns the first index."""
+        first = self.nextNick
+        self.nextNick += count
+        return first
+
+    def quiesce(self, limit: float = 10.0) -> float:
+        """Wait until the server is idle (< 5 % CPU a process over 0.2 s), at most limit s."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            try:
+                a = sum(map(cpuSeconds, self.pids))
+                time.sleep(0.2)
+                b = sum(map(cpuSeconds, self.pids))
+            except OSError:
+                break
+            if b - a < 0.01 * len(self.pids):
+                break
+        return time.monotonic() - t0
+
+
+class Running(ServerProcess, Instance):
+    """
+    One started server process, answering registrations; with node (Redis
+    URL, node name), a node of a cluster, ready once ready() returned.
+    """
 
     tailWidth = 200
 
-    def __init__(self, spec: ServerSpec, pin: list[str], workdir: Path, twistd: str) -> None:
+    def __init__(self, spec: ServerSpec, pin: list[str], workdir: Path, twistd: str,
+                 node: tuple[str, str] | None = None) -> None:
         self.spec = spec
         self.port = freePort()
-        argv, env = spec.command(self.port, workdir, twistd)
-        super().__init__(pin + argv, workdir / f"{spec.key}-{self.port}.log", workdir, env=env,
+        self.ports, self.probeNick = [self.port], PROBE_NICK
+        argv, env = spec.command(self.port, workdir, twistd, node)
+        name = node[1] if node else spec.key
+        super().__init__(pin + argv, workdir / f"{name}-{self.port}.log", workdir, env=env,
                          files=NOFILE, newSession=True)
-        self.nextNick = 0
+        self.pids = [self.pid]
+        if node is None:
+            self.ready()
+
+    def ready(self, joined: list[str] = ()) -> None:
+        """Until it listens, has logged that every node of joined joined, and registers a client."""
         try:
-            self._waitForPort()
-            self.registrationSeconds = self._probe()
+            waitForPort(self, self.port)
+            self._waitForJoined(joined)
+            self._probe()
         except BaseException:
             self.stop()
             raise
 
-    def _waitForPort(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+    def _waitForJoined(self, names: list[str]) -> None:
+        deadline = time.monotonic() + JOIN_LIMIT
+        while names:
+            text = self.logPath.read_text(errors="replace")
+            missing = [n for n in names if f"cluster: node {n} joined" not in text]
+            if not missing:
+                return
             if not self.alive():
                 raise CellError(f"exited with status {self.process.returncode}: {self.tail()}")
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise CellError(f"not listening on {HOST}:{self.port} after 60 s: {self.tail()}")
+            if time.monotonic() > deadline:
+                raise CellError(f"{self.logPath.stem} did not log that {', '.join(missing)} "
+                                f"joined within {JOIN_LIMIT:g} s: {self.tail()}")
+            time.sleep(0.1)
 
     def _probe(self) -> float:
         """Register one client (001) and quit: the server works, and has served."""
@@ -301,7 +437,7 @@ class Running(ServerProcess):
         try:
             with socket.create_connection((HOST, self.port), timeout=5) as s:
                 hello = f"PASS {self.spec.password}\r\n" if self.spec.password else ""
-                hello += f"NICK {PROBE_NICK}\r\nUSER {PROBE_NICK} 0 * :probe\r\n"
+                hello += f"NICK {self.probeNick}\r\nUSER {self.probeNick} 0 * :probe\r\n"
                 s.sendall(hello.encode())
                 buf = b""
                 while time.monotonic() < deadline:
@@ -327,25 +463,70 @@ class Running(ServerProcess):
         raise CellError("registration probe: no 001 within 15 s; got: "
                         + " | ".join(lines[-3:])[:300])
 
-    def nicks(self, count: int) -> int:
-        """Reserve count fresh nicks on this instance; returns the first index."""
-        first = self.nextNick
-        self.nextNick += count
-        return first
 
-    def quiesce(self, limit: float = 10.0) -> float:
-        """Wait until the server is idle (< 5 % CPU over 0.2 s), at most limit s."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < limit:
+
+class Cluster(Instance):
+    """
+    A redis-server (a temporary directory, a free loopback port) and
+    spec.nodes chat nodes using it, each pinned with its own taskset
+    prefix; ready when every node has logged every node's joining and
+    registered a client.  Stopped (by PID) nodes first, then Redis.
+    """
+
+    def __init__(self, spec: ServerSpec, nodePins: list[list[str]], redisPin: list[str],
+                 workdir: Path, twistd: str) -> None:
+        self.spec = spec
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{spec.key}-", dir=workdir))
+        self.redisPort = freePort()
+        self.nodes: list[Running] = []
+        self.redis = ServerProcess(
+            redisPin + [spec.binary, "--port", str(self.redisPort), "--bind", HOST,
+                        "--dir", str(self.dir)] + REDIS_OPTIONS,
+            self.dir / "redis.log", self.dir, newSession=True)
+        try:
+            waitForPort(self.redis, self.redisPort)
+            url = f"redis://{HOST}:{self.redisPort}/0"
+            names = [f"n{k + 1}" for k in range(spec.nodes)]
+            for name, pin in zip(names, nodePins):
+                self.nodes.append(Running(spec, pin, self.dir, twistd, (url, name)))
+            for k, node in enumerate(self.nodes):
+                node.probeNick = f"{PROBE_NICK}{k + 1}"
+                node.ready(names)
+        except BaseException:
+            self.stop()
+            raise
+        self.ports = [node.port for node in self.nodes]
+        self.pids = [node.pid for node in self.nodes] + [self.redis.pid]
+
+    def alive(self) -> bool:
+        return self.redis.alive() and all(node.alive() for node in self.nodes)
+
+    @property
+    def process(self):
+        """The first process that exited (for its status), else Redis."""
+        return next((p.process for p in self.nodes + [self.redis] if not p.alive()),
+                    self.redis.process)
+
+    def tail(self) -> str:
+        down = [p for p in self.nodes + [self.redis] if not p.alive()] or self.nodes
+        return " || ".join(f"{p.logPath.stem}: {p.tail()}" for p in down)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.redis.stop()
+
+    def trouble(self) -> list[str]:
+        """The lines of the nodes' logs that show warnings, errors or tracebacks."""
+        lines = []
+        for node in self.nodes:
             try:
-                a = cpuSeconds(self.pid)
-                time.sleep(0.2)
-                b = cpuSeconds(self.pid)
+                text = node.logPath.read_text(errors="replace").splitlines()
             except OSError:
-                break
-            if b - a < 0.01:
-                break
-        return time.monotonic() - t0
+                continue
+            lines += [f"{node.logPath.stem}: {line.strip()[:300]}" for line in text
+                      if any(mark in line for mark in LOG_TROUBLE)]
+        return lines
 
 
 # ------------------------------------------------------------------- run
@@ -359,6 +540,7 @@ class Config:
     duration: float
     idleClients: int
     retryBudget: int  # re-measurements of noisy cells allowed per run
+    clusterOnly: bool = False  # --cluster: the cluster cells and the single node's alone
 
 
 def errorCount(result: dict) -> int:
@@ -374,6 +556,8 @@ class Bench(BenchBase):
         super().__init__(config, pinned, SERVER_CPU, GENERATOR_CPU, workdir, rawPath)
         self.specs = specs
         self.twistd = twistd
+        self.pinned = pinned
+        self.logTrouble: list[str] = []  # the clusters' node log lines that show trouble
 
     def record(self, spec: ServerSpec, cell: str, rep: int, result: dict) -> None:
         row = dict(result, server=spec.key, label=spec.label, cell=cell, rep=rep)
@@ -386,33 +570,49 @@ class Bench(BenchBase):
         self.failures.append(f"rep {rep + 1}, {spec.label}, {cell}: {message}")
         progress(f"    {cell}: FAILED: {message}")
 
-    def start(self, spec: ServerSpec) -> Running:
-        self.running = Running(spec, self.serverPin, self.workdir, self.twistd)
+    def start(self, spec: ServerSpec) -> Running | Cluster:
+        if spec.nodes:
+            nodes, redis = clusterCpus(spec.nodes) if self.pinned else ([None] * spec.nodes, None)
+            pin = common.taskset if self.pinned else (lambda cpu: [])
+            self.running = Cluster(spec, [pin(cpu) for cpu in nodes], pin(redis), self.workdir,
+                                   self.twistd)
+        else:
+            self.running = Running(spec, self.serverPin, self.workdir, self.twistd)
         return self.running
+
+    def cells(self, spec: ServerSpec) -> list[Cell]:
+        """The load cells of spec in this run."""
+        return CLUSTER_CELLS if spec.nodes or self.config.clusterOnly else LOAD_CELLS
 
     def generate(self, args: list[str], limit: float) -> dict:
         """Run chatload (at most limit s); its result, ok or not."""
         return common.runLoadGenerator(GENERATOR, args + ["-T", f"{limit:.0f}"],
                                        self.generatorPin, limit, NOFILE)
 
-    def runCell(self, spec: ServerSpec, running: Running, cell: Cell) -> dict:
+    def runCell(self, spec: ServerSpec, running: Running | Cluster, cell: Cell) -> dict:
         """One generator run of cell; the result, with CPU percentages added."""
         c = self.config
         warmup, duration = max(c.warmup, cell.minWarmup), max(c.duration, cell.minDuration)
         first = running.nicks(cell.connections)
-        args = ["-m", cell.mode, "-h", HOST, "-P", str(running.port), "-c", str(cell.clients),
+        args = ["-m", cell.mode, "-h", HOST, "-P", ",".join(map(str, running.ports)),
+                "-c", str(cell.clients),
                 "-S", str(cell.senders), "-W", str(cell.window), "-s", str(LINE),
                 "-e", str(c.settle), "-w", str(warmup), "-d", str(duration),
                 "-b", str(spec.batch), "-R", str(REG_LIMIT), "-x", NICK_PREFIX,
-                "-o", str(first), "-p", str(running.pid)]
+                "-o", str(first), "-p", ",".join(map(str, running.pids))]
         if spec.password:
             args += ["-a", spec.password]
         limit = REG_LIMIT + c.settle + warmup + duration + 15
         result = self.generate(args, limit)
         result.update(cpuPercents(result))
+        if result.get("msgs") and "srv_cpu_s" in result:
+            result["srv_us_per_msg"] = 1e6 * result["srv_cpu_s"] / result["msgs"]
+        if spec.nodes and result.get("srv_cpu_each_s"):  # Redis is the last PID
+            result["redis_pct"] = 100 * result["srv_cpu_each_s"][-1] / result["wall_s"]
         return result
 
-    def attempt(self, spec: ServerSpec, running: Running, cell: Cell, rep: int) -> dict | None:
+    def attempt(self, spec: ServerSpec, running: Running | Cluster, cell: Cell,
+                rep: int) -> dict | None:
         """One run of cell on a quiet server; None (the failure recorded) if impossible."""
         if not running.alive():
             return None
@@ -424,9 +624,10 @@ class Bench(BenchBase):
             return None
 
     def runLoad(self, spec: ServerSpec, rep: int) -> None:
+        failures = len(self.failures)
         running = self.start(spec)
         try:
-            for cell in LOAD_CELLS:
+            for cell in self.cells(spec):
                 best = self.quietest(functools.partial(self.attempt, spec, running, cell, rep),
                                      f"{cell.title}: ")
                 if not running.alive():
@@ -443,7 +644,22 @@ class Bench(BenchBase):
                     self.fail(spec, cell.title, rep,
                               best.get("first_error") or best.get("error") or "failed")
         finally:
+            # Before the stop: a stopping node's peers may warn that it stopped heartbeating.
+            trouble = running.trouble() if spec.nodes else []
             self.stop()
+            if spec.nodes:
+                self.keepLogs(spec, running, rep, failures, trouble)
+
+    def keepLogs(self, spec: ServerSpec, cluster: Cluster, rep: int, failures: int,
+                 trouble: list[str]) -> None:
+        """Note the node log lines that show trouble; with any, or failures, keep the logs."""
+        self.logTrouble += [f"rep {rep + 1}, {spec.label}, {line}" for line in trouble]
+        if trouble or len(self.failures) > failures:
+            kept = BUILD / f"{Path(self.raw.name).stem}-{spec.key}-rep{rep + 1}"
+            kept.mkdir(exist_ok=True)
+            for log in cluster.dir.glob("*.log"):
+                shutil.copy(log, kept)
+            progress(f"    node logs kept in {kept}")
 
     def runIdle(self, spec: ServerSpec, rep: int) -> None:
         count = self.config.idleClients
@@ -473,8 +689,10 @@ class Bench(BenchBase):
         self.checkMachine()
         active = [s for s in self.specs if s.skip is None]
         for rep in range(self.config.reps):
-            for kind in ("load", "idle"):
+            for kind in ("load",) if self.config.clusterOnly else ("load", "idle"):
                 for spec in common.rotated(active, rep):
+                    if kind == "idle" and spec.nodes:
+                        continue
                     progress(f"rep {rep + 1}/{self.config.reps} {kind}: {spec.label}")
                     try:
                         if kind == "load":
@@ -510,7 +728,9 @@ def msDigits(s) -> int:
 class Report(ReportBase):
     def __init__(self, bench: Bench) -> None:
         super().__init__(bench.results)
+        self.bench = bench
         self.specs = [s for s in bench.specs if s.skip is None]
+        self.single = [s for s in self.specs if not s.nodes]  # the servers of the other tables
         self.byKey = {s.key: s for s in bench.specs}
 
     def label(self, key: str) -> str:
@@ -535,7 +755,7 @@ class Report(ReportBase):
                    "| cell | server | round trips/s | p50 ms | p99 ms | CPU % server / generator / other | errors |",
                    "|---|---|---:|---:|---:|---:|---:|"]
         for cell in cells:
-            for spec in self.specs:
+            for spec in self.single:
                 k = spec.key
                 p50, p99 = self.stat(k, cell.key, "p50_ms"), self.stat(k, cell.key, "p99_ms")
                 rate = self.stat(k, cell.key, "msgs_s")
@@ -556,7 +776,7 @@ class Report(ReportBase):
                "server VmRSS before the first connect and 1 s after the last 001)", "",
                "| server | registered | registrations in flight | registration s | RSS before MiB | RSS after MiB | KiB per client | errors |",
                "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for spec in self.specs:
+        for spec in self.single:
             rows = self.rows(spec.key, "idle")
             before = stats([r["rss_before_kib"] / 1024 for r in rows])
             after = stats([r["rss_after_kib"] / 1024 for r in rows])
@@ -565,6 +785,47 @@ class Report(ReportBase):
                        f"{fmtStats(before, 1)} | {fmtStats(after, 1)} | "
                        f"{fmtStats(self.stat(spec.key, 'idle', 'kib_per_conn'), 2)} | "
                        f"{self.errors(spec.key, 'idle')} |")
+        return out + [""]
+
+    def clusterTable(self) -> list[str]:
+        """The N=500 cells on the single node and on the clusters, with ratios."""
+        clusters = [s for s in self.bench.specs if s.nodes]
+        if not clusters:
+            return []
+        if clusters[0].skip:
+            return [f"**Cluster**: not measured ({clusters[0].skip}).", ""]
+        specs = [s for s in self.specs if s.key == "ours" or s.nodes]
+        cpus = "; ".join(placement(s, self.bench.pinned) for s in specs)
+        out = ["**Cluster: nodes acting as one server through Redis** (fan-out in one channel, "
+               "N=500; the clients spread evenly over the nodes, client i on node i mod K; "
+               "× = ratio of medians to the single node without --cluster of this run; "
+               "CPU % server: the nodes and redis-server together, redis-server alone in "
+               "parentheses; server CPU per message: theirs over the messages completed in the "
+               "window, each delivered to 499 members, which the machine's other load changes "
+               f"less than the rates. CPUs: {cpus}"
+               + (f"; load generator on CPU {GENERATOR_CPU})" if self.bench.pinned else ")"), "",
+               "| cell | server | deliveries/s | × single node | p50 ms | p99 ms | p99 × single node | server CPU µs/message | CPU % server (Redis) / generator / other | errors |",
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for cell in CLUSTER_CELLS:
+            rate0, p99r = (self.stat("ours", cell.key, f) for f in ("deliveries_s", "p99_ms"))
+            for spec in specs:
+                k = spec.key
+                rate, p50, p99, perMsg = (self.stat(k, cell.key, f) for f in
+                                          ("deliveries_s", "p50_ms", "p99_ms", "srv_us_per_msg"))
+                ratios = [ratioOf(rate, rate0), ratioOf(p99, p99r)]
+                shown = ["–" if r is None else f"{r:.2f}×" for r in ratios]
+                redis = self.stat(k, cell.key, "redis_pct")
+                server, rest = self.cpu(k, cell.key).split(" / ", 1)
+                cpu = f"{server} ({redis[0]:.0f}) / {rest}" if redis else f"{server} / {rest}"
+                name = spec.label if spec.nodes else "single node (no --cluster)"
+                out.append(f"| {cell.title} | {name} | {fmtStats(rate)}{self.bound(k, cell.key)} | "
+                           f"{shown[0]} | {fmtStats(p50, msDigits(p50))} | "
+                           f"{fmtStats(p99, msDigits(p99))} | {shown[1]} | {fmtStats(perMsg)} | "
+                           f"{cpu} | "
+                           f"{self.errors(k, cell.key)} |")
+        trouble = self.bench.logTrouble
+        out += ["", f"Node logs: {len(trouble)} line(s) with a warning, an error or a traceback"
+                + (" (the first ones below)." if trouble else ".")]
         return out + [""]
 
     def fasterC(self, cell: str, field_: str, higher: bool = True):
@@ -703,8 +964,9 @@ def render(bench: Bench, config: Config, info: dict, notes: list[str],
         "Servers: " + "; ".join(versions) + ".",
         "",
         f"Method: `{command}`; {config.reps} repetition(s), every server started afresh for "
-        "each (rotating which goes first), and again for the idle cell; each start is checked "
-        "with one registration. Per cell: register (and JOIN #bench), "
+        "each (rotating which goes first)"
+        + ("" if config.clusterOnly else ", and again for the idle cell")
+        + "; each start is checked with one registration. Per cell: register (and JOIN #bench), "
         f"{config.settle:g} s settle, {config.warmup:g} s warm-up, {config.duration:g} s "
         "measured, a hard deadline; the server is left to go idle between cells. "
         + common.pinningSentence(pinned, SERVER_CPU, GENERATOR_CPU)
@@ -720,23 +982,41 @@ def render(bench: Bench, config: Config, info: dict, notes: list[str],
         f"more than {NOISY_OTHER_PERCENT:g} % of a core " + bench.retrySentence(),
         "",
         "Configuration: netservices chat `--max-connections 0 --max-per-peer 0 --flood-rate 0 "
-        "--sendq 4194304` (flood control off); stock Twisted Words from "
+        "--sendq 4194304` (flood control off)"
+        + ("." if config.clusterOnly else "; stock Twisted Words from "
         "`benchmarks/twisted_words.tac` (InMemoryWordsRealm, IRCFactory, in-memory password "
         "checker with 20,000 users, group created up front; no flood control); ngIRCd "
         "**MaxPenaltyTime 0**, MaxConnections/MaxConnectionsIP/MaxJoins 0, ping/pong 600 s, "
         "DNS and Ident off, registrations in flight ≤ 10 (its listen backlog is 10); InspIRCd "
         "(core modules) connect class **threshold 1000000, commandrate 1000000000, fakelag "
         "off**, hardsendq 64M, recvq 1M, limits 100000, resolvehostnames no, somaxconn 4096 "
-        "(it registers clients on a 1 s timer, so ≤ 1,000 registrations in flight).",
+        "(it registers clients on a 1 s timer, so ≤ 1,000 registrations in flight)."),
         "",
     ]
-    lines += report.ratioTable()
-    lines += report.loadTable(FANOUT_CELLS, True)
-    lines += report.loadTable([PM_CELL], False)
-    lines += report.idleTable()
+    if any(s.nodes and not s.skip for s in bench.specs):
+        lines += [
+            "Clusters: for each repetition a redis-server of their own (a temporary directory, "
+            f"a free port on {HOST}, `{' '.join(a or repr(a) for a in REDIS_OPTIONS)}`), then "
+            f"the nodes, netservices chat with the options above and `--cluster "
+            f"redis://{HOST}:PORT/0 --node-name nK`, each on its own port, sharing one "
+            "--data-dir; the cells start once every node has logged that every node joined "
+            "and each has registered a client. The generator connects client i to node i mod "
+            "K; the server's CPU is that of the nodes and Redis together, pinned as said above "
+            "the cluster table. The node logs are scanned for warnings, errors and tracebacks "
+            "until the nodes are stopped (and copied to benchmarks/build/ when there are any, "
+            "or when a cell failed).",
+            "",
+        ]
+    if not config.clusterOnly:
+        lines += report.ratioTable()
+        lines += report.loadTable(FANOUT_CELLS, True)
+        lines += report.loadTable([PM_CELL], False)
+        lines += report.idleTable()
+    lines += report.clusterTable()
     notes = [f"† the generator's core was ≥ {GENERATOR_BOUND_PERCENT:g} % busy: that server "
              "may be faster than shown."] + list(notes)
     notes += [f"failed: {f}" for f in bench.failures]
+    notes += [f"node log, {line}" for line in bench.logTrouble[:10]]
     for r in bench.results:
         if r.get("first_error") and r["errors"]:
             notes.append(f"first error, rep {r['rep'] + 1}, {r['label']}, {r['cell']}: "
@@ -748,7 +1028,7 @@ def render(bench: Bench, config: Config, info: dict, notes: list[str],
 # ----------------------------------------------------------------- setup
 
 
-KEYS = ("ours", "twisted", "ngircd", "inspircd")
+KEYS = ("ours", "cluster", "twisted", "ngircd", "inspircd")
 
 
 def parseArgs(argv: list[str] | None) -> argparse.Namespace:
@@ -763,7 +1043,12 @@ def parseArgs(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float,
                         help="seconds between the last JOIN and the first message (default 1)")
     parser.add_argument("--idle-clients", type=int, help="clients in the idle cell (default 5000)")
-    parser.add_argument("--only", help="comma-separated servers: " + ",".join(KEYS))
+    parser.add_argument("--only", help="comma-separated servers: " + ",".join(KEYS)
+                        + " (cluster: clusters of 1, 2, 4 nodes through a Redis of their own)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the cluster cells alone: fan-out N=500 on the single node and on "
+                             "clusters of 1, 2, 4 nodes (same as --only ours,cluster without "
+                             "the other cells)")
     parser.add_argument("--json", metavar="FILE", help="also save the raw results here")
     args = parser.parse_args(argv)
     common.checkRange(parser, args.reps, 1, 20, "--repeat")
@@ -781,12 +1066,15 @@ def main(argv: list[str] | None = None) -> int:
         settle=args.settle if args.settle is not None else (0.3 if quick else 1.0),
         idleClients=args.idle_clients or (1000 if quick else 5000),
         retryBudget=3 if quick else 20,
+        clusterOnly=args.cluster,
     )
     twistd = common.prepare(SOURCE, "twisted")
     notes: list[str] = []
     specs = serverSpecs(twistd)
-    if args.only:
-        specs = [s for s in specs if s.key in args.only]
+    if args.cluster:
+        specs = [s for s in specs if s.group in (args.only or {"ours", "cluster"})]
+    elif args.only:
+        specs = [s for s in specs if s.group in args.only]
     for spec in specs:
         if spec.skip:
             progress(f"skipping {spec.label}: {spec.skip}")

@@ -14,6 +14,9 @@
  *           stay idle; the server's VmRSS (-p PID) is read before the first
  *           connect and 1 s after the last 001.
  *
+ * With several ports (-P P1,P2,...: the nodes of a cluster that acts as one
+ * server) client i connects to port i modulo their number.
+ *
  * Every PRIVMSG sent is exactly -s bytes long (CRLF included, default 100).
  * Every client socket has TCP_NODELAY, and TCP_QUICKACK is set again after
  * every read: without it a server that leaves Nagle on (ngIRCd) waits for
@@ -27,8 +30,8 @@
  * 400-599 (except 422, no MOTD), connections closed by the server, and
  * messages lost, duplicated or out of order (each receiver checks every
  * sender's sequence numbers).  A closed connection during the load ends the
- * run (ok false).  With -p PID the server's CPU time (/proc/PID/stat) and
- * VmRSS are sampled at the window's edges, with this process's rusage and
+ * run (ok false).  With -p PID[,PID...] the server's CPU time (/proc/PID/stat)
+ * and VmRSS (summed over the PIDs) are sampled at the window's edges, with this process's rusage and
  * the machine's per-CPU busy and idle time (/proc/stat).  Prints one JSON line.
  *
  * Build (loadgen.h next to it): gcc -O2 -Wall -o chatload chatload.c
@@ -146,6 +149,15 @@ static void send_privmsg(int id, const char *target, char tag, unsigned a, unsig
     put(id, line, linesize);
 }
 
+/* the server's address with the i-th port of -P (modulo their number): client i's node */
+static struct sockaddr_storage address_for(int i) {
+    struct sockaddr_storage a = addr;
+    uint16_t p = htons(ports[i % nports]);
+    if (a.ss_family == AF_INET) ((struct sockaddr_in *)&a)->sin_port = p;
+    else ((struct sockaddr_in6 *)&a)->sin6_port = p;
+    return a;
+}
+
 static void open_one(void) {
     int id = opened;
     struct conn *c = &cs[id];
@@ -158,7 +170,8 @@ static void open_one(void) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->state = C_CONNECTING;
-    int r = connect(fd, (struct sockaddr *)&addr, addrlen);
+    struct sockaddr_storage a = address_for(id);
+    int r = connect(fd, (struct sockaddr *)&a, addrlen);
     if (r < 0 && errno != EINPROGRESS) {
         c->state = C_REGISTERING; /* so conn_dead accounts for it */
         ep_set(fd, EPOLLIN, id, EPOLL_CTL_ADD);
@@ -599,10 +612,10 @@ static int own_option(int opt, const char *arg) {
 }
 
 static const char USAGE[] =
-    "usage: chatload -m fanout|pm|idle -P PORT [-h HOST] [-c CLIENTS|PAIRS]\n"
+    "usage: chatload -m fanout|pm|idle -P PORT[,PORT...] [-h HOST] [-c CLIENTS|PAIRS]\n"
     "       [-S SENDERS] [-W WINDOW] [-s LINE_BYTES] [-e SETTLE_S] [-w WARMUP_S]\n"
     "       [-d DURATION_S] [-b REGISTRATIONS_IN_FLIGHT] [-R REGISTRATION_LIMIT_S]\n"
-    "       [-x NICK_PREFIX] [-o NICK_OFFSET] [-a PASSWORD] [-p SERVER_PID]\n"
+    "       [-x NICK_PREFIX] [-o NICK_OFFSET] [-a PASSWORD] [-p SERVER_PID[,PID...]]\n"
     "       [-T HARD_LIMIT_S]\n";
 
 int main(int argc, char **argv) {

@@ -524,7 +524,8 @@ static const char USAGE[] =
 
 int main(int argc, char **argv) {
     parse_options(argc, argv, "m:h:P:c:s:w:d:n:p:t:i:b:T:", USAGE, own_option);
-    if (port <= 0 || port > 65535 || nconns < 1 || batch < 1 || duration <= 0 || warmup < 0)
+    if (port <= 0 || port > 65535 || nports > 1 || nconns < 1 || batch < 1 || duration <= 0 ||
+        warmup < 0)
         usage();
     if (size < 1 || size > (16u << 20)) fail("size must be 1 byte to 16 MiB");
     if (hardlimit <= 0) hardlimit = warmup + duration + 30;

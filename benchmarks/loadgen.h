@@ -5,6 +5,11 @@
  * (/proc), latency percentiles, the measured window, the options both take
  * and the server's address.
  *
+ * -P takes one port or a comma-separated list (chatload connects client i
+ * to the i-th port modulo their number: several nodes of one server), -p one
+ * PID or a list (their CPU times and VmRSS are summed; with more than one,
+ * each one's CPU time is printed too).
+ *
  * Each generator stays a single-file compile (this header is found next to
  * it), from benchmarks/:
  *
@@ -38,15 +43,17 @@
 #include <unistd.h>
 
 #define MAXCPU 256
+#define MAXLIST 16 /* ports of -P, PIDs of -p */
 #define RBUF (256 * 1024)
 
 /* options both generators take (common_option) */
 static const char *mode = LOADGEN_MODE;
 static const char *host = "127.0.0.1";
-static int port = 0;
+static int port = 0;     /* the first of ports */
+static int ports[MAXLIST], nports;
 static int batch = 50;   /* connections (echoload) or registrations (chatload) in flight */
 static double warmup = 1.0, duration = LOADGEN_DURATION, hardlimit = 0;
-static int srvpid = 0;   /* -p: the server whose CPU time and VmRSS are sampled */
+static int srvpids[MAXLIST], nsrvpids; /* -p: the server processes sampled */
 
 static struct sockaddr_storage addr; /* host:port (start) */
 static socklen_t addrlen;
@@ -108,16 +115,38 @@ static void usage(void) {
     exit(2);
 }
 
+/* N[,N...] into list (at most MAXLIST); their number, 0 when malformed */
+static int parse_list(const char *arg, int *list) {
+    int n = 0;
+    for (const char *p = arg; n < MAXLIST; p++) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || v > 0x7fffffff || (*end && *end != ',')) return 0;
+        list[n++] = (int)v;
+        p = end;
+        if (!*p) return n;
+    }
+    return 0;
+}
+
 /* one of the options both generators take; 0 when opt is not one of them */
 static int common_option(int opt, const char *arg) {
     switch (opt) {
     case 'm': mode = arg; return 1;
     case 'h': host = arg; return 1;
-    case 'P': port = atoi(arg); return 1;
+    case 'P':
+        nports = parse_list(arg, ports);
+        for (int i = 0; i < nports; i++)
+            if (ports[i] > 65535) nports = 0;
+        if (!nports) usage();
+        port = ports[0];
+        return 1;
     case 'w': warmup = atof(arg); return 1;
     case 'd': duration = atof(arg); return 1;
     case 'b': batch = atoi(arg); return 1;
-    case 'p': srvpid = atoi(arg); return 1;
+    case 'p':
+        if (!(nsrvpids = parse_list(arg, srvpids))) usage();
+        return 1;
     case 'T': hardlimit = atof(arg); return 1;
     }
     return 0;
@@ -155,6 +184,7 @@ static void start(void) {
     } else {
         fail("host must be a numeric IP address: %s", host);
     }
+    if (nports == 0) ports[nports++] = port;
 
     epfd = epoll_create1(0);
     if (epfd < 0) fail("epoll_create1: %s", strerror(errno));
@@ -185,11 +215,12 @@ static void close_rst(int fd) {
 struct snap {
     double t;
     double gen_cpu;      /* our rusage, s */
-    double srv_cpu;      /* server utime+stime, s (-1 when unknown) */
+    double srv_cpu;      /* servers' utime+stime, s (-1 when unknown) */
+    double srv_each[MAXLIST]; /* each server's */
     double busy[MAXCPU]; /* per-CPU busy time (sampled by ticks), s */
     double idle[MAXCPU]; /* per-CPU idle + iowait time (exact with NO_HZ), s */
     int ncpu;
-    long rss_kib;        /* server VmRSS (-1 when unknown) */
+    long rss_kib;        /* servers' VmRSS (-1 when unknown) */
 };
 
 static void take_snap(struct snap *s) {
@@ -200,9 +231,12 @@ static void take_snap(struct snap *s) {
     getrusage(RUSAGE_SELF, &ru);
     s->gen_cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
                  ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-    s->srv_cpu = -1;
-    s->rss_kib = -1;
-    if (srvpid > 0) {
+    s->srv_cpu = nsrvpids ? 0 : -1;
+    s->rss_kib = nsrvpids ? 0 : -1;
+    for (int i = 0; i < nsrvpids; i++) {
+        int srvpid = srvpids[i];
+        double cpu = -1;
+        long rss = -1;
         snprintf(path, sizeof path, "/proc/%d/stat", srvpid);
         f = fopen(path, "r");
         if (f) {
@@ -223,16 +257,19 @@ static void take_snap(struct snap *s) {
                     tok = strtok_r(NULL, " ", &save);
                     field++;
                 }
-                s->srv_cpu = (ut + st) / ticks_per_s;
+                cpu = (ut + st) / ticks_per_s;
             }
         }
         snprintf(path, sizeof path, "/proc/%d/status", srvpid);
         f = fopen(path, "r");
         if (f) {
             while (fgets(line, sizeof line, f))
-                if (!strncmp(line, "VmRSS:", 6)) s->rss_kib = strtol(line + 6, NULL, 10);
+                if (!strncmp(line, "VmRSS:", 6)) rss = strtol(line + 6, NULL, 10);
             fclose(f);
         }
+        s->srv_each[i] = cpu;
+        s->srv_cpu = cpu < 0 || s->srv_cpu < 0 ? -1 : s->srv_cpu + cpu;
+        s->rss_kib = rss < 0 || s->rss_kib < 0 ? -1 : s->rss_kib + rss;
     }
     s->ncpu = 0;
     f = fopen("/proc/stat", "r");
@@ -257,8 +294,15 @@ static void take_snap(struct snap *s) {
 /* the JSON fields of the interval a..b: wall, our CPU, the server's, per-CPU busy and idle */
 static void print_snaps(const struct snap *a, const struct snap *b) {
     printf(", \"wall_s\": %.6f, \"gen_cpu_s\": %.6f", b->t - a->t, b->gen_cpu - a->gen_cpu);
-    if (a->srv_cpu >= 0 && b->srv_cpu >= 0)
+    if (a->srv_cpu >= 0 && b->srv_cpu >= 0) {
         printf(", \"srv_cpu_s\": %.4f", b->srv_cpu - a->srv_cpu);
+        if (nsrvpids > 1) {
+            printf(", \"srv_cpu_each_s\": [");
+            for (int i = 0; i < nsrvpids; i++)
+                printf("%s%.4f", i ? ", " : "", b->srv_each[i] - a->srv_each[i]);
+            printf("]");
+        }
+    }
     printf(", \"cpu_busy_s\": [");
     for (int i = 0; i < b->ncpu; i++)
         printf("%s%.4f", i ? ", " : "", b->busy[i] - a->busy[i]);
