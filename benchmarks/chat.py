@@ -291,8 +291,8 @@ def clusterSpecs(ours: ServerSpec) -> list[ServerSpec]:
     skip = ours.skip
     if skip is None and redis is None:
         skip = "redis-server not installed (Debian package `redis-server`)"
-    if skip is None and importlib.util.find_spec("txredisapi") is None:
-        skip = "txredisapi (needed by --cluster) is not importable"
+    if skip is None and importlib.util.find_spec("hiredis") is None:
+        skip = "hiredis (needed by --cluster) is not importable"
     version = ""
     if redis is not None:
         try:

@@ -33,11 +33,11 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from netservices._common.resp import RedisConnectionFactory, RedisError
 from netservices.chat.cluster import ClusterReplica, ClusterUnavailable
 
 KEY_PREFIX = "netservices:chat:"
@@ -171,32 +171,27 @@ class RedisLog(Service):
         # Leave at once rather than after the heartbeat times out: the
         # others see this node's users quit now.
         replica = self.replica
-        done = writer.execute_command(
+        done = writer.execute(
             "XADD", self.key("log"), "*", "o",
             _entry(b"D", replica.instance, self.reactor.seconds(), replica.nodeName),
         )
-        done.addBoth(lambda _: writer.execute_command("DEL", self.key("node:" + replica.nodeName)))
+        done.addBoth(lambda _: writer.execute("DEL", self.key("node:" + replica.nodeName)))
         done.addBoth(lambda _: writer.transport.loseConnection())
         return done
 
-    def _open(self, replyTimeout: float) -> Deferred:
+    def _open(self, timeout: float) -> Deferred:
         """
-        Open a connection whose commands fail, and which closes, when Redis
-        has not answered within C{replyTimeout} seconds: a Redis host that
-        vanished without closing the connection is an outage too.
+        Open a connection whose commands must be answered within
+        C{timeout} seconds, or it is closed (checked every heartbeat): a
+        Redis host that vanished without closing the connection is an
+        outage too.
         """
-        from txredisapi import RedisProtocol
-
         address = self.address
-        factory = Factory.forProtocol(lambda: RedisProtocol(
-            charset=None, convertNumbers=False, replyTimeout=replyTimeout
-        ))
-        factory.noisy = False
         endpoint = HostnameEndpoint(self.reactor, address.host, address.port, timeout=5)
-        opened = endpoint.connect(factory)
+        opened = endpoint.connect(RedisConnectionFactory(self.reactor, timeout))
         if address.db:
             opened.addCallback(
-                lambda p: p.execute_command("SELECT", address.db).addCallback(lambda _: p)
+                lambda p: p.execute("SELECT", address.db).addCallback(lambda _: p)
             )
         return opened
 
@@ -231,16 +226,16 @@ class RedisLog(Service):
         Check that Redis still has what this node applied.
         """
         replica = self.replica
-        epoch = await writer.execute_command("GET", self.key("epoch"))
+        epoch = await writer.execute("GET", self.key("epoch"))
         if epoch is None:
-            await writer.execute_command("SET", self.key("epoch"), replica.instance, "NX")
-            epoch = await writer.execute_command("GET", self.key("epoch"))
+            await writer.execute("SET", self.key("epoch"), replica.instance, "NX")
+            epoch = await writer.execute("GET", self.key("epoch"))
         epoch = epoch.decode("ascii", "replace")
         lost = None
         if self.epoch is not None and epoch != self.epoch:
             lost = "Redis lost the cluster's state (a new epoch)"
         elif replica.lastId != "0-0":
-            last = await writer.execute_command(
+            last = await writer.execute(
                 "XREVRANGE", self.key("log"), "+", "-", "COUNT", "1"
             )
             if not last or stream_id(last[0][0].decode("ascii")) < stream_id(replica.lastId):
@@ -268,7 +263,7 @@ class RedisLog(Service):
         replica.service.msgids.prefix = epoch[:8]
 
     async def _loadSnapshot(self, writer) -> None:
-        saved = await writer.execute_command("HMGET", self.key("snapshot"), "id", "data")
+        saved = await writer.execute("HMGET", self.key("snapshot"), "id", "data")
         if not saved or saved[1] is None:
             return
         self.replica.load(json.loads(saved[1]))
@@ -281,11 +276,9 @@ class RedisLog(Service):
         """
         @return: whether entries after C{lastId} were trimmed from the log.
         """
-        from txredisapi import ResponseError
-
         try:
-            info = await writer.execute_command("XINFO", "STREAM", self.key("log"))
-        except ResponseError:
+            info = await writer.execute("XINFO", "STREAM", self.key("log"))
+        except RedisError:
             return False  # no log yet
         fields = dict(zip(info[::2], info[1::2]))
         deleted = fields.get(b"max-deleted-entry-id", b"0-0").decode("ascii")
@@ -310,7 +303,7 @@ class RedisLog(Service):
         self._snapshotApplied = applied
         previous, self._snapshotId = self._snapshotId, replica.lastId
         data = json.dumps(replica.snapshot(), separators=(",", ":"))
-        stored = writer.execute_command(
+        stored = writer.execute(
             "EVAL", _STORE_SNAPSHOT, 2, self.key("snapshot"), self.key("log"),
             replica.lastId, data, previous or "",
         )
@@ -320,7 +313,7 @@ class RedisLog(Service):
         writer, reader = protocols
         self._opening = protocols
         for protocol in protocols:
-            protocol.whenDisconnected().addCallback(self._lost)
+            protocol.whenLost().addCallback(self._lost)
         if not self.running:
             self._lost(writer)
             return
@@ -393,7 +386,7 @@ class RedisLog(Service):
             return
         replica = self.replica
         instance = replica.instance
-        claim = writer.execute_command(
+        claim = writer.execute(
             "SET", self.key("node:" + replica.nodeName), instance,
             "PX", int(self.timeout * 1000), "NX", "GET",
         )
@@ -416,7 +409,7 @@ class RedisLog(Service):
                 return None
             self._announceAttempts = 0
             self._announced = instance
-            return writer.execute_command(
+            return writer.execute(
                 "SET", self.key("node:" + replica.nodeName), instance,
                 "PX", int(self.timeout * 1000),
             ).addCallback(lambda _: self.append(
@@ -439,12 +432,12 @@ class RedisLog(Service):
         if writer is None:
             return fail(ClusterUnavailable())
         self.counts["appended"] += 1
-        appended = writer.execute_command("XADD", self.key("log"), "*", "o", data)
+        appended = writer.execute("XADD", self.key("log"), "*", "o", data)
         appended.addErrback(lambda failure: Failure(ClusterUnavailable(failure.getErrorMessage())))
         return appended
 
     def _read(self, reader) -> None:
-        reading = reader.execute_command(
+        reading = reader.execute(
             "XREAD", "COUNT", self.batch, "BLOCK", self.block,
             "STREAMS", self.key("log"), self.replica.lastId,
         )
@@ -465,10 +458,13 @@ class RedisLog(Service):
     # Heartbeats
 
     def _beat(self) -> None:
+        for protocol in (self.writer, self.reader, *(self._opening or ())):
+            if protocol is not None:
+                protocol.checkTimeouts()
         writer, replica = self.writer, self.replica
         if writer is None or self._announced != replica.instance:
             return
-        beat = writer.execute_command(
+        beat = writer.execute(
             "SET", self.key("node:" + replica.nodeName), replica.instance,
             "PX", int(self.timeout * 1000),
         )
@@ -482,7 +478,7 @@ class RedisLog(Service):
                   if name != replica.nodeName]
         if not others:
             return
-        checking = writer.execute_command(
+        checking = writer.execute(
             "MGET", *[self.key("node:" + name) for name, _ in others]
         )
         checking.addCallback(self._checked, others)

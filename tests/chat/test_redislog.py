@@ -42,14 +42,22 @@ class Node:
     clients on string transports.
     """
 
-    def __init__(self, test: TestCase, redis: RedisServer, name: str, **log) -> None:
+    def __init__(
+        self, test: TestCase, redis: RedisServer, name: str, interval: float = 1.0, **settings
+    ) -> None:
+        """
+        @param settings: attributes of the L{RedisLog} to set before it
+            starts (C{replyTimeout}, C{block}...).
+        """
         self.service = ChatService("irc.test", reactor)
         self.factory = ClusterFactory(
             self.service, ServerInfo(name="irc.test"), reactor,
             ConnectionSettings(floodRate=0), nodeName=name,
         )
         self.replica = self.factory.replica
-        self.log = RedisLog(self.replica, parseRedisURL(redis.url), reactor, **log)
+        self.log = RedisLog(self.replica, parseRedisURL(redis.url), reactor, interval=interval)
+        for attribute, value in settings.items():
+            setattr(self.log, attribute, value)
         self.factory.startFactory()
         self.log.startService()
         test.addCleanup(self.stop)
@@ -92,7 +100,7 @@ class RedisLogTests(TwistdTestCase):
         """
         @return: what Redis answers C{args} on C{node}'s connection.
         """
-        return await node.log.writer.execute_command(*args)
+        return await node.log.writer.execute(*args)
 
     async def test_snapshotTrimAndLateJoin(self) -> None:
         """
@@ -177,8 +185,7 @@ class RedisLogTests(TwistdTestCase):
         the reply timeout; the node joins again when Redis answers.
         """
         redis = await self.startRedis()
-        node = Node(self, redis, "a", interval=0.05)
-        node.log.replyTimeout, node.log.block = 0.3, 100
+        node = Node(self, redis, "a", interval=0.05, replyTimeout=0.3, block=100)
         await until(node.joined, what="node a joined")
         alice = node.client("alice")
         await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
