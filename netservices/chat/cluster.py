@@ -25,6 +25,8 @@ What goes in the log is the input of each user, not its effects:
    origin checked the password), C{R} (registration complete), C{O}
    (operator), C{G} (renamed to a guest nick when a nick's grace period
    ran out).
+ - C{X}: the registered channels' records, as the node with the lowest
+   name read them from the store (changes made with C{chat-admin}).
  - C{U} (a node started) and C{D} (a node stopped heartbeating): a dead
    node's users quit everywhere with a netsplit reason, at one point in
    the log.
@@ -42,6 +44,7 @@ id: nothing a node computes depends on when it applies an entry.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections import OrderedDict, deque
 from typing import Callable
@@ -55,6 +58,7 @@ from netservices.chat.directory import MemoryDirectory
 from netservices.chat.ircv3 import History, MessageIds, Relayed
 from netservices.chat.protocol import ChatConnection, ChatFactory
 from netservices.chat.service import Channel, ChatError
+from netservices.chat.store import ChannelRecord
 from netservices.chat.wire import TOO_LONG, Message, foldCase, maskPattern, parseLine
 
 #: The version of L{ClusterReplica.snapshot}'s format.
@@ -177,6 +181,14 @@ class OriginWrites:
 
     def __getattr__(self, name: str):
         return getattr(self._directory, name)
+
+    @property
+    def channels(self) -> dict:
+        return self._directory.channels
+
+    @channels.setter
+    def channels(self, records: dict) -> None:
+        self._directory.channels = records
 
     def saveChannel(self, record) -> None:
         if self._replica.applyingOwn:
@@ -617,6 +629,26 @@ class ClusterReplica:
         if connection is not None:
             connection.applyGuestNick(entry.payload.decode("ascii", "replace"))
 
+    def recordsRead(self, records) -> None:
+        """
+        The directory read the registered channels' records from the store:
+        the node with the lowest name puts them in the log if they changed,
+        and every node takes them from there (L{_records}), at the same
+        point: a channel created again is restored alike everywhere.
+        """
+        if not self.available or min(self.nodes, default=None) != self.nodeName:
+            return
+        directory = self.service.directory
+        known = {foldCase(record.name): record for record in records}
+        if known == directory.channels:
+            return
+        payload = json.dumps([attrs.asdict(record) for record in records]).encode("utf-8")
+        self.publish(b"X", self.instance, payload).addErrback(lambda failure: None)
+
+    def _records(self, entry: Entry) -> None:
+        records = [_channelRecord(saved) for saved in json.loads(entry.payload)]
+        self.service.directory.channels = {foldCase(record.name): record for record in records}
+
     def _nodeUp(self, entry: Entry) -> None:
         name = entry.payload.decode("utf-8", "replace")
         old = self.nodes.get(name)
@@ -733,6 +765,7 @@ class ClusterReplica:
         return {
             "version": SNAPSHOT_VERSION, "lastId": self.lastId, "nodes": dict(self.nodes),
             "users": users, "channels": channels,
+            "records": [attrs.asdict(record) for record in self.service.directory.channels.values()],
         }
 
     def load(self, state: dict) -> None:
@@ -744,6 +777,8 @@ class ClusterReplica:
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown snapshot version {state.get('version')!r}")
         service, factory = self.service, self.factory
+        records = [_channelRecord(saved) for saved in state["records"]]
+        service.directory.channels = {foldCase(record.name): record for record in records}
         for uid in list(self.connections):
             service.quit(self.connections.pop(uid).user, "Cluster reset")
         for saved in state["users"]:
@@ -808,9 +843,19 @@ class ClusterReplica:
         b"R": _registration,
         b"O": _oper,
         b"G": _guest,
+        b"X": _records,
         b"U": _nodeUp,
         b"D": _nodeDown,
     }
+
+
+def _channelRecord(saved: dict) -> ChannelRecord:
+    """
+    @return: a registered channel's record from its JSON form.
+    """
+    return ChannelRecord(**{
+        **saved, "bans": tuple(saved["bans"]), "operators": tuple(saved["operators"])
+    })
 
 
 class ClusterFactory(ChatFactory):
@@ -828,4 +873,6 @@ class ClusterFactory(ChatFactory):
         service.msgids = EntryMessageIds(prefix or "c")
         super().__init__(service, info, clock, *args, **kwargs)
         self.replica = ClusterReplica(self, nodeName, self.log)
+        if hasattr(service.directory, "channelsRead"):
+            service.directory.channelsRead = self.replica.recordsRead
         service.directory = OriginWrites(service.directory, self.replica)

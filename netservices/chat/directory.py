@@ -118,6 +118,10 @@ class StoreDirectory(MemoryDirectory, service.Service):
         #: what to call when they change.
         self.settings: dict[str, str] = {}
         self.settingsChanged = lambda settings: None
+        #: When set, what the registered channels read are given to instead
+        #: of replacing L{channels} at once (a cluster node: every node
+        #: must use the same records at the same point of the log).
+        self.channelsRead = None
         self.historyInterval = historyInterval
         self._refresher: LoopingCall | None = None
         self._pending: dict[str, deque] = {}
@@ -147,7 +151,10 @@ class StoreDirectory(MemoryDirectory, service.Service):
         self.accounts = {
             foldCase(a.name): AccountSummary(a.name, a.oper) for a in accounts
         }
-        self.channels = {foldCase(c.name): c for c in channels}
+        if self.channelsRead is None:
+            self.channels = {foldCase(c.name): c for c in channels}
+        else:
+            self.channelsRead(channels)
         for record in channels:
             folded = foldCase(record.name)
             if folded not in self.histories:

@@ -346,6 +346,50 @@ class RegisteredChannelTests(SynchronousTestCase):
         self.assertEqual(directories[0].histories, directories[1].histories)
 
 
+class RecordsTests(SynchronousTestCase):
+    """
+    Registered channels changed in the store (by C{chat-admin}) reach
+    every node at one point of the log.
+    """
+
+    def test_leaderPublishes(self) -> None:
+        """
+        The records the node with the lowest name reads go into the log and
+        every node takes them; what another node reads is not used; a
+        snapshot carries them to a node that starts later.
+        """
+        from netservices.chat.directory import MemoryDirectory
+        from netservices.chat.store import ChannelRecord
+
+        log = FakeClusterLog()
+        directories = [MemoryDirectory() for _ in range(2)]
+        nodes = [FakeChatServer(cluster=log, nodeName=f"n{i}", directory=directory)
+                 for i, directory in enumerate(directories)]
+        for node in nodes:
+            self.addCleanup(node.stop)
+        record = ChannelRecord("#Reg", "alice", bans=("x!*@*",), operators=("bob",))
+        nodes[1].factory.replica.recordsRead([ChannelRecord("#other", "bob")])
+        log.deliver()
+        self.assertEqual([d.channels for d in directories], [{}, {}])
+        nodes[0].factory.replica.recordsRead([record])
+        log.deliver()
+        self.assertEqual([d.channels for d in directories], [{"#reg": record}] * 2)
+        entries = len(log.entries)
+        nodes[0].factory.replica.recordsRead([record])
+        self.assertEqual(len(log.entries), entries)
+        state = json.loads(json.dumps(nodes[0].factory.replica.snapshot()))
+        late = FakeChatServer(nodeName="n2", directory=MemoryDirectory())
+        self.addCleanup(late.stop)
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.protocol import ServerInfo
+
+        replica = ClusterFactory(
+            late.service, ServerInfo(name="irc.test"), log.clock, nodeName="n2"
+        ).replica
+        replica.load(state)
+        self.assertEqual(late.service.directory.channels, {"#reg": record})
+
+
 class ShadowTests(ClusterTestCase):
     """
     Users of other nodes as a node sees them.

@@ -690,6 +690,14 @@ class PersistentHistoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         self.assertEqual(asked, ["#Reg"])
         self.assertEqual(directory.channelHistory("#reg"), [entry])
+        self.assertEqual(list(directory.channels), ["#reg"])
+        # A cluster node takes the records from the log instead.
+        read = []
+        directory.channels = {}
+        directory.channelsRead = read.append
+        self.successResultOf(directory.refresh())
+        self.assertEqual(read, [[ChannelRecord("#Reg", "alice")]])
+        self.assertEqual(directory.channels, {})
 
     def test_storeWrites(self) -> None:
         """
