@@ -664,6 +664,10 @@ class ClusterReplica:
         if entry.uid == self.instance:
             self.available = True
             self.publishPendingQuits()
+            # Registered channels read before this node could publish them.
+            refresh = getattr(self.service.directory, "refresh", None)
+            if refresh is not None:
+                refresh()
 
     def _nodeDown(self, entry: Entry) -> None:
         name = entry.payload.decode("utf-8", "replace")

@@ -518,6 +518,34 @@ class NodeTests(RedisMixin, ChatTestCase):
         )
         self.assertFalse((state / DATABASE_NAME).exists())
 
+    async def test_registeredChannelAtOnce(self):
+        """
+        A channel registered with C{chat-admin --cluster} before the node
+        starts is a registered channel as soon as the node has joined:
+        whoever joins it first does not become its operator.
+        """
+        directory = self.temporaryDirectory()
+        password = directory / "password"
+        password.write_text("correct horse\n")
+        for command in (
+            ["user", "add", "alice", "--password-file", str(password)],
+            ["channel", "register", "#lobby", "--founder", "alice"],
+        ):
+            done = await runCommand(reactor, ["chat-admin", "--cluster", self.redis.url, *command])
+            self.assertEqual(done[2], 0, done)
+        node = await self.startServer(
+            ["chat", "--data-dir", str(directory / "state"), "--server-name", SERVER,
+             "--listen", "tcp:0:interface=127.0.0.1",
+             "--cluster", self.redis.url, "--node-name", "node1"],
+            1,
+        )
+        await node.waitForEvent(logged("cluster: node {node} joined", node="node1"), timeout=15)
+        [(host, port)] = node.addresses
+        bob = await self.connect(tcp(port, host), "bob")
+        names = bob.linesUntil(lambda line: " 366 " in line)
+        bob.sendLine("JOIN #lobby")
+        self.assertIn(f":{SERVER} 353 bob = #lobby :bob", await names)
+
 
 class TapTests(SynchronousTestCase):
     """
