@@ -232,9 +232,9 @@ class ChatOptions(ListenOptions, ConnectionCapOptions, strcred.AuthOptionMixin):
             None,
             None,
             "Run as one node of a cluster that acts as one server, through the"
-            " Redis at redis://HOST:PORT/DB (run it with persistence: appendonly"
-            " yes). Every node needs its own --node-name; accounts and"
-            " registered channels are in --data-dir, which the nodes must share.",
+            " Redis (7.0 or later) at redis://HOST:PORT/DB, which also keeps the"
+            " accounts and registered channels (run it with persistence:"
+            " appendonly yes). Every node needs its own --node-name",
             _clusterAddress,
         ],
         [
