@@ -1521,7 +1521,7 @@ class FakeClusterLog:
         """
         from netservices.chat.cluster import Entry
 
-        self.append(Entry(b"U", replica.instance, self.clock.seconds(), replica.nodeName.encode()).encode())
+        self.append(Entry(b"U", replica.instance, self.clock.seconds(), replica.announcement()).encode())
         self.deliver()
 
     def append(self, data: bytes) -> Deferred:

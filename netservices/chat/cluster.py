@@ -43,6 +43,7 @@ id: nothing a node computes depends on when it applies an entry.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -482,6 +483,8 @@ class ClusterReplica:
         is connected to the log and its own C{U} entry has been applied.
     @ivar applyingOwn: whether the entry being applied came from this node.
     @ivar log: what entries are published to (L{publish} fails without).
+    @ivar settingsDigest: the digest of the settings every node must share
+        (L{settingsDigest}), announced in this node's C{U} entry.
     """
 
     def __init__(self, factory: ClusterFactory, nodeName: str, logger: Logger | None = None) -> None:
@@ -495,6 +498,7 @@ class ClusterReplica:
         self.applyingOwn = False
         self.log = None
         self.lastId = "0-0"
+        self.settingsDigest = ""
         self._quits: dict[str, bytes] = {}
         self.newInstance()
 
@@ -649,8 +653,24 @@ class ClusterReplica:
         records = [_channelRecord(saved) for saved in json.loads(entry.payload)]
         self.service.directory.channels = {foldCase(record.name): record for record in records}
 
+    def announcement(self) -> bytes:
+        """
+        @return: the payload of this node's C{U} entry: its name and the
+            digest of its settings.
+        """
+        return f"{self.nodeName} {self.settingsDigest}".encode("utf-8")
+
     def _nodeUp(self, entry: Entry) -> None:
-        name = entry.payload.decode("utf-8", "replace")
+        name, _, digest = entry.payload.decode("utf-8", "replace").partition(" ")
+        if digest != self.settingsDigest:
+            # Every node applies every user's commands with its own
+            # settings: with different ones they would not agree.
+            self.logger.error(
+                "cluster: node {node} runs with other chat settings than this node"
+                " ({digest} here, {other} there): run every node with the same"
+                " --server-name, limits, --history and account options",
+                node=name, digest=self.settingsDigest, other=digest,
+            )
         old = self.nodes.get(name)
         if old == entry.uid:
             return
@@ -853,6 +873,20 @@ class ClusterReplica:
     }
 
 
+def settingsDigest(service, accounts) -> str:
+    """
+    @return: a short digest of the settings every node of a cluster must
+        share: the server name, the chat limits, and what decides the
+        capabilities offered.
+    """
+    shared = repr((
+        service.serverName, attrs.astuple(service.limits), accounts.portal is not None,
+        accounts.requireAuth, accounts.nickGrace, accounts.stsPort, accounts.stsDuration,
+        accounts.register is not None,
+    ))
+    return hashlib.sha256(shared.encode("utf-8")).hexdigest()[:12]
+
+
 def _channelRecord(saved: dict) -> ChannelRecord:
     """
     @return: a registered channel's record from its JSON form.
@@ -877,6 +911,7 @@ class ClusterFactory(ChatFactory):
         service.msgids = EntryMessageIds(prefix or "c")
         super().__init__(service, info, clock, *args, **kwargs)
         self.replica = ClusterReplica(self, nodeName, self.log)
+        self.replica.settingsDigest = settingsDigest(service, self.accounts)
         if hasattr(service.directory, "channelsRead"):
             service.directory.channelsRead = self.replica.recordsRead
         service.directory = OriginWrites(service.directory, self.replica)

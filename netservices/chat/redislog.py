@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from netservices._common.resp import RedisConnectionFactory, RedisError
-from netservices.chat.cluster import ClusterReplica, ClusterUnavailable
+from netservices.chat.cluster import ClusterReplica, ClusterUnavailable, Entry
 
 KEY_PREFIX = "netservices:chat:"
 
@@ -413,7 +413,7 @@ class RedisLog(Service):
                 "SET", self.key("node:" + replica.nodeName), instance,
                 "PX", int(self.timeout * 1000),
             ).addCallback(lambda _: self.append(
-                _entry(b"U", instance, self.reactor.seconds(), replica.nodeName)
+                Entry(b"U", instance, self.reactor.seconds(), replica.announcement()).encode()
             ))
 
         claim.addCallback(claimed)
@@ -512,6 +512,4 @@ return 1
 
 
 def _entry(kind: bytes, uid: str, time: float, name: str) -> bytes:
-    from netservices.chat.cluster import Entry
-
     return Entry(kind, uid, time, name.encode("utf-8")).encode()

@@ -265,6 +265,23 @@ class NodeTests(ClusterTestCase):
         dave.send("JOIN #room")
         self.assertIn(":dave!~dave@192.0.2.1 JOIN :#room", alice.received())
 
+    def test_differentSettings(self) -> None:
+        """
+        A node that joins with other chat settings than this node's (which
+        would make the nodes disagree) is logged as an error by every node.
+        """
+        from twisted.logger import Logger
+
+        events = []
+        for node in self.nodes:
+            node.factory.replica.logger = Logger(observer=events.append)
+        self.node("n3", limits=ChatLimits(maxChannels=5))
+        errors = [event for event in events if event["log_level"].name == "error"]
+        self.assertEqual([event["node"] for event in errors], ["n3", "n3"])
+        events.clear()
+        self.node("n4")
+        self.assertEqual([event for event in events if event["log_level"].name == "error"], [])
+
     def test_restartedNode(self) -> None:
         """
         A node that starts again under its name (a new instance) replaces
