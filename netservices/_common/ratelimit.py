@@ -77,6 +77,11 @@ class RateLimits:
     ipv6Prefix: int = 56
 
 
+#: Sources whose bucket keys (and, in L{netservices._common.udp}, whose
+#: address checks) are remembered: a cache, emptied when full.
+KEY_CACHE_SIZE = 4096
+
+
 class PrefixRateLimiter:
     """
     Decides whether a source may be answered: it needs a token from its
@@ -87,6 +92,9 @@ class PrefixRateLimiter:
         self.limits = limits
         self._clock = clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # Each source's key, computed once per source and not for every
+        # datagram; emptied when full, so that it stays small.
+        self._keys: dict[str, object] = {}
         self._shift4 = 32 - limits.ipv4Prefix
         self._shift6 = 128 - limits.ipv6Prefix
         self._global = (
@@ -99,8 +107,16 @@ class PrefixRateLimiter:
         return len(self._buckets)
 
     def _key(self, host: str):
-        # Integers, not the text of ipaddress networks: this runs for every
-        # datagram answered, and ipaddress costs microseconds.
+        key = self._keys.get(host)
+        if key is None:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            key = self._keys[host] = self._computeKey(host)
+        return key
+
+    def _computeKey(self, host: str):
+        # Integers, not the text of ipaddress networks: ipaddress costs
+        # microseconds.
         packed = packIP(host)
         if packed is None:
             return host

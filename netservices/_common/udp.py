@@ -31,7 +31,7 @@ from netservices._common.addresses import joinHostPort, packIP
 from netservices._common.datagram import DatagramInfo
 from netservices._common.listen import defaultOf, nonNegativeFloat, positiveInt
 from netservices._common.logs import RefusalLog
-from netservices._common.ratelimit import PrefixRateLimiter, RateLimits
+from netservices._common.ratelimit import KEY_CACHE_SIZE, PrefixRateLimiter, RateLimits
 
 #: Source ports of services that answer unconditionally.
 NFS_PORT = 2049
@@ -55,6 +55,9 @@ class DatagramGuard:
         self.limiter = PrefixRateLimiter(limits, clock)
         self.refusals = RefusalLog(log, clock, "datagram")
         self.counts = {"received": 0, "answered": 0}
+        # The verdict on each recent source address (a cache, emptied when
+        # full): the checks are the same for every datagram from it.
+        self._hostVerdicts: dict[str, str | None] = {}
 
     def check(self, host: str, port: int, info: DatagramInfo) -> str | None:
         """
@@ -71,7 +74,22 @@ class DatagramGuard:
             return "nfs-source-port"
         if port in self.ownPorts:
             return "own-port-source"
-        # Packed bytes, not ipaddress objects: this runs for every datagram.
+        verdicts = self._hostVerdicts
+        try:
+            return verdicts[host]
+        except KeyError:
+            if len(verdicts) >= KEY_CACHE_SIZE:
+                verdicts.clear()
+            verdict = verdicts[host] = self._checkHost(host)
+            return verdict
+
+    @staticmethod
+    def _checkHost(host: str) -> str | None:
+        """
+        @return: why a datagram from C{host} must not be answered, or
+            L{None}.
+        """
+        # Packed bytes, not ipaddress objects: this runs for every new source.
         packed = packIP(host)
         if packed is None:
             return "multicast-source"

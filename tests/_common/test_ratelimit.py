@@ -92,6 +92,22 @@ class PrefixRateLimiterTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
 
+    def test_keysRemembered(self):
+        """
+        Each source's bucket key is remembered for the next datagram, in a
+        memory emptied when it holds L{KEY_CACHE_SIZE} sources; the buckets
+        are the same either way.
+        """
+        from netservices._common.ratelimit import KEY_CACHE_SIZE
+
+        limiter = PrefixRateLimiter(RateLimits(rate=1, burst=2, globalRate=0), self.clock)
+        answers = [limiter.check("192.0.2.1") for _ in range(3)]
+        self.assertEqual(answers, [None, None, "rate-limit-prefix"])
+        for number in range(KEY_CACHE_SIZE + 10):
+            limiter.check(socket.inet_ntoa((0x0A000000 + number * 256).to_bytes(4, "big")))
+            self.assertLessEqual(len(limiter._keys), KEY_CACHE_SIZE)
+        self.assertEqual(limiter.check("192.0.2.77"), "rate-limit-prefix")
+
     def test_burstThenRate(self):
         """
         A BIND-style flood: 1,000 checks from one address spread over just

@@ -4,6 +4,8 @@ Tests for L{netservices._common.udp}.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, FakeDatagramTransport
 from twisted.logger import Logger
@@ -69,6 +71,25 @@ class CheckTests(SynchronousTestCase):
         for host in ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "127.0.0.1"]:
             self.assertIsNone(self.guard.check(host, 40000, UNICAST), host)
             self.assertIsNone(self.guard.check(host, 1024, DatagramInfo.unknown()), host)
+
+    def test_remembered(self):
+        """
+        What is decided for a source address is remembered, with the same
+        answers, and the memory is emptied when it holds
+        L{KEY_CACHE_SIZE} addresses, so that spoofed sources cannot grow it.
+        """
+        from netservices._common.ratelimit import KEY_CACHE_SIZE
+
+        for _ in range(2):
+            self.assertEqual(self.guard.check("224.0.0.1", 40000, UNICAST), "multicast-source")
+            self.assertIsNone(self.guard.check("192.0.2.1", 40000, UNICAST))
+            # The port is checked for every datagram, whatever the address.
+            self.assertEqual(self.guard.check("192.0.2.1", 53, UNICAST), "reserved-source-port")
+        for number in range(KEY_CACHE_SIZE + 10):
+            host = socket.inet_ntoa(number.to_bytes(4, "big"))
+            self.guard.check(host, 40000, UNICAST)
+            self.assertLessEqual(len(self.guard._hostVerdicts), KEY_CACHE_SIZE)
+        self.assertEqual(self.guard.check("0.0.0.0", 40000, UNICAST), "unspecified-source")
 
     def test_reservedPorts(self):
         """
