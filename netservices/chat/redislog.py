@@ -31,7 +31,7 @@ import urllib.parse
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -199,17 +199,27 @@ class RedisLog(Service):
         self._retry = None
         if not self.running:
             return
-        opening = gatherResults(
+        opening = DeferredList(
             [self._open(self.replyTimeout), self._open(self.block / 1000 + self.replyTimeout)],
             consumeErrors=True,
         )
-        opening.addCallback(self._opened)
-        opening.addErrback(self._connectFailed)
+        opening.addCallback(self._bothOpened)
+
+    def _bothOpened(self, results) -> None:
+        failures = [result for ok, result in results if not ok]
+        if not failures:
+            self._opened([result for _, result in results])
+            return
+        # Close the one that did open, if any: it would stay open forever.
+        for ok, result in results:
+            if ok:
+                result.transport.abortConnection()
+        self._connectFailed(failures[0])
 
     def _connectFailed(self, failure: Failure) -> None:
         self._failures += 1
         if self._failures == 1 or self._failures % 30 == 0:
-            error = getattr(failure.value, "subFailure", failure).getErrorMessage()
+            error = failure.getErrorMessage()
             self.logger.warn(
                 "cluster: cannot reach {redis}: {error}; retrying",
                 redis=str(self.address), error=error,

@@ -202,3 +202,43 @@ class RedisLogTests(TwistdTestCase):
         await until(node.joined, what="node a back")
         self.assertFalse(alice.disconnecting)
         self.assertEqual(node.log.counts["outages"], 1)
+
+
+class ConnectingTests(TestCase):
+    """
+    Opening the two connections to Redis, without Redis.
+    """
+
+    def test_halfOpened(self) -> None:
+        """
+        When one of the two connections opens and the other fails, the one
+        that opened is closed (not left open for ever) and the node tries
+        again later.
+        """
+        from twisted.internet.defer import fail, succeed
+        from twisted.internet.testing import MemoryReactorClock
+
+        from netservices._common.resp import RedisConnection
+
+        clock = MemoryReactorClock()
+        service = ChatService("irc.test", clock)
+        factory = ClusterFactory(service, ServerInfo(name="irc.test"), clock, nodeName="a")
+        log = RedisLog(factory.replica, parseRedisURL("redis://127.0.0.1:1/0"), clock)
+        opened = RedisConnection(clock)
+        opened.makeConnection(StringTransport())
+        attempts = []
+
+        def open(timeout):
+            attempts.append(timeout)
+            if len(attempts) % 2:
+                return succeed(opened)
+            return fail(ConnectionRefusedError("refused"))
+
+        log._open = open
+        log.startService()
+        self.addCleanup(log.stopService)
+        self.assertEqual(len(attempts), 2)
+        self.assertTrue(opened.transport.disconnecting)
+        self.assertIsNone(log.writer)
+        clock.advance(1)
+        self.assertEqual(len(attempts), 4)
