@@ -33,6 +33,7 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -451,7 +452,21 @@ class RedisLog(Service):
             "XREAD", "COUNT", self.batch, "BLOCK", self.block,
             "STREAMS", self.key("log"), self.replica.lastId,
         )
-        reading.addCallbacks(self._entries, lambda failure: None, callbackArgs=(reader,))
+        reading.addCallback(self._entries, reader)
+        reading.addErrback(self._readFailed, reader)
+
+    def _readFailed(self, failure: Failure, reader) -> None:
+        """
+        Reading the log failed other than by losing the connection (Redis
+        refused, or a reply made no sense): the log must not stop being
+        read, so the connection is closed, which connects again.
+        """
+        if reader is self.reader and not failure.check(ConnectionLost):
+            self.logger.warn(
+                "cluster: reading the log failed: {error}; reconnecting",
+                error=failure.getErrorMessage(),
+            )
+            reader.transport.abortConnection()
 
     def _entries(self, reply, reader) -> None:
         if reader is not self.reader:

@@ -9,10 +9,12 @@ import signal
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
+from netservices._common.resp import RedisConnectionFactory
 from netservices.chat.cluster import ClusterFactory
 from netservices.chat.protocol import ConnectionSettings, ServerInfo
 from netservices.chat.redislog import RedisLog, parseRedisURL
@@ -203,6 +205,32 @@ class RedisLogTests(TwistdTestCase):
         self.assertFalse(alice.disconnecting)
         self.assertEqual(node.log.counts["outages"], 1)
 
+    async def test_readRefused(self) -> None:
+        """
+        If Redis refuses to read the log (here the key holds another type),
+        the node does not stop reading: it reconnects, and reads on once
+        the log is readable.
+        """
+        redis = await self.startRedis()
+        node = Node(self, redis, "a", interval=0.05)
+        await until(node.joined, what="node a joined")
+        outages = node.log.counts["outages"]
+        saved = await self.command(node, "DUMP", "netservices:chat:log")
+        await self.command(node, "DEL", "netservices:chat:log")
+        await self.command(node, "SET", "netservices:chat:log", "not a stream")
+        await until(lambda: node.log.counts["outages"] > outages, what="the reconnection")
+        # It cannot set up again while the log is unreadable either: repair
+        # it on a connection of the test's own.
+        admin = await TCP4ClientEndpoint(reactor, "127.0.0.1", redis.port).connect(
+            RedisConnectionFactory(reactor)
+        )
+        self.addCleanup(admin.transport.loseConnection)
+        await admin.execute("DEL", "netservices:chat:log")
+        await admin.execute("RESTORE", "netservices:chat:log", "0", saved)
+        await until(lambda: node.log.writer is not None, what="connected again")
+        alice = node.client("alice")
+        await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
+
 
 class ConnectingTests(TestCase):
     """
@@ -242,3 +270,4 @@ class ConnectingTests(TestCase):
         self.assertIsNone(log.writer)
         clock.advance(1)
         self.assertEqual(len(attempts), 4)
+
