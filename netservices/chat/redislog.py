@@ -427,8 +427,20 @@ class RedisLog(Service):
                 Entry(b"U", instance, self.reactor.seconds(), replica.announcement()).encode()
             ))
 
+        def failed(failure: Failure) -> None:
+            # Lost the connection: joining starts again once connected.
+            # Anything else (Redis older than 7.0 refuses SET NX GET, say)
+            # must not leave the node silently out of the cluster.
+            if failure.check(ConnectionLost) or writer is not self.writer:
+                return
+            self.logger.warn(
+                "cluster: joining failed: {error}; retrying", error=failure.getErrorMessage()
+            )
+            if self._announcing is None or not self._announcing.active():
+                self._announcing = self.reactor.callLater(self.interval, self.announce, replica)
+
         claim.addCallback(claimed)
-        claim.addErrback(lambda failure: None)
+        claim.addErrback(failed)
 
     # The log
 

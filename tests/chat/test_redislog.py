@@ -232,6 +232,24 @@ class RedisLogTests(TwistdTestCase):
         await until(lambda: b" 001 alice " in alice.value(), what="alice registered")
 
 
+    async def test_joiningRefused(self) -> None:
+        """
+        If Redis refuses a node's claim to its name (here the key holds
+        another type), the node tries again, and joins once it can.
+        """
+        redis = await self.startRedis()
+        admin = await TCP4ClientEndpoint(reactor, "127.0.0.1", redis.port).connect(
+            RedisConnectionFactory(reactor)
+        )
+        self.addCleanup(admin.transport.loseConnection)
+        await admin.execute("HSET", "netservices:chat:node:a", "not", "a heartbeat")
+        node = Node(self, redis, "a", interval=0.05)
+        await until(lambda: node.log._announcing is not None, what="a retry")
+        self.assertFalse(node.joined())
+        await admin.execute("DEL", "netservices:chat:node:a")
+        await until(node.joined, what="node a joined")
+
+
 class ConnectingTests(TestCase):
     """
     Opening the two connections to Redis, without Redis.
