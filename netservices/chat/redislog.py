@@ -140,6 +140,7 @@ class RedisLog(Service):
         self._down = False
         self._opening = None
         self._snapshotId: str | None = None
+        self._snapshotTried: str | None = None
         self._nextSnapshot = 0.0
         self._snapshotApplied = 0
         replica.log = self
@@ -306,19 +307,31 @@ class RedisLog(Service):
         applied = self.counts["applied"]
         if (
             (now < self._nextSnapshot and applied - self._snapshotApplied < self.snapshotEntries)
-            or replica.lastId == self._snapshotId
+            or replica.lastId in (self._snapshotId, self._snapshotTried)
             or min(replica.nodes, default=None) != replica.nodeName
         ):
             return
         self._nextSnapshot = now + self.snapshotInterval
         self._snapshotApplied = applied
-        previous, self._snapshotId = self._snapshotId, replica.lastId
+        self._snapshotTried = replica.lastId
+        # The log is trimmed to the last snapshot known to be stored.
+        previous, entryId = self._snapshotId, replica.lastId
         data = json.dumps(replica.snapshot(), separators=(",", ":"))
         stored = writer.execute(
             "EVAL", _STORE_SNAPSHOT, 2, self.key("snapshot"), self.key("log"),
-            replica.lastId, data, previous or "",
+            entryId, data, previous or "",
         )
-        stored.addErrback(lambda failure: None)
+
+        def done(_) -> None:
+            self._snapshotId = entryId
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(ConnectionLost):
+                self.logger.warn(
+                    "cluster: storing a snapshot failed: {error}", error=failure.getErrorMessage()
+                )
+
+        stored.addCallbacks(done, failed)
 
     def _opened(self, protocols) -> None:
         writer, reader = protocols
