@@ -499,6 +499,7 @@ class ClusterReplica:
         self.log = None
         self.lastId = "0-0"
         self.settingsDigest = ""
+        self._pendingRecords = None
         self._quits: dict[str, bytes] = {}
         self.newInstance()
 
@@ -640,7 +641,11 @@ class ClusterReplica:
         and every node takes them from there (L{_records}), at the same
         point: a channel created again is restored alike everywhere.
         """
-        if not self.available or min(self.nodes, default=None) != self.nodeName:
+        if not self.available:
+            # Published, if this node leads, once it has joined.
+            self._pendingRecords = records
+            return
+        if min(self.nodes, default=None) != self.nodeName:
             return
         directory = self.service.directory
         known = {foldCase(record.name): record for record in records}
@@ -652,6 +657,19 @@ class ClusterReplica:
     def _records(self, entry: Entry) -> None:
         records = [_channelRecord(saved) for saved in json.loads(entry.payload)]
         self.service.directory.channels = {foldCase(record.name): record for record in records}
+
+    def whenReadyToJoin(self) -> Deferred:
+        """
+        @return: a L{Deferred} that fires once this node may announce itself:
+            its directory has read the store once (so that the registered
+            channels it read go into the log right after its C{U} entry).
+        """
+        whenRead = getattr(self.service.directory, "whenRead", None)
+        if whenRead is None:
+            from twisted.internet.defer import succeed
+
+            return succeed(None)
+        return whenRead()
 
     def announcement(self) -> bytes:
         """
@@ -684,10 +702,11 @@ class ClusterReplica:
         if entry.uid == self.instance:
             self.available = True
             self.publishPendingQuits()
-            # Registered channels read before this node could publish them.
-            refresh = getattr(self.service.directory, "refresh", None)
-            if refresh is not None:
-                refresh()
+            # The registered channels read before this node could publish
+            # them go in now, before anything its users send.
+            pending, self._pendingRecords = self._pendingRecords, None
+            if pending is not None:
+                self.recordsRead(pending)
 
     def _nodeDown(self, entry: Entry) -> None:
         name = entry.payload.decode("utf-8", "replace")

@@ -122,6 +122,8 @@ class StoreDirectory(MemoryDirectory, service.Service):
         #: of replacing L{channels} at once (a cluster node: every node
         #: must use the same records at the same point of the log).
         self.channelsRead = None
+        self._readOnce = False
+        self._whenRead: list = []
         self.historyInterval = historyInterval
         self._refresher: LoopingCall | None = None
         self._pending: dict[str, deque] = {}
@@ -177,7 +179,28 @@ class StoreDirectory(MemoryDirectory, service.Service):
                 log.failure("cannot read the chat store", failure)
 
         done.addErrback(failed)
+        done.addBoth(self._read)
         return done
+
+    def _read(self, result):
+        self._readOnce = True
+        waiting, self._whenRead = self._whenRead, []
+        for deferred in waiting:
+            deferred.callback(None)
+        return result
+
+    def whenRead(self):
+        """
+        @return: a L{Deferred} that fires once the store has been read (or
+            tried) for the first time.
+        """
+        from twisted.internet.defer import Deferred, succeed
+
+        if self._readOnce:
+            return succeed(None)
+        waiting = Deferred()
+        self._whenRead.append(waiting)
+        return waiting
 
     def saveChannel(self, record: ChannelRecord) -> None:
         self.channels[foldCase(record.name)] = record

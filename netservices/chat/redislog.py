@@ -402,9 +402,13 @@ class RedisLog(Service):
 
     def announce(self, replica: ClusterReplica | None = None) -> None:
         """
-        Claim this node's name and append its C{U} entry: the node (this
-        log's replica) takes commands once that entry is applied.
+        Claim this node's name and append its C{U} entry, once the replica
+        is ready to join: the node (this log's replica) takes commands once
+        that entry is applied.
         """
+        self.replica.whenReadyToJoin().addCallback(lambda _: self._claim(replica))
+
+    def _claim(self, replica: ClusterReplica | None) -> None:
         writer = self.writer
         if writer is None:
             return

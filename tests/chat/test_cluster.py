@@ -406,6 +406,30 @@ class RecordsTests(SynchronousTestCase):
         replica.load(state)
         self.assertEqual(late.service.directory.channels, {"#reg": record})
 
+    def test_readBeforeJoining(self) -> None:
+        """
+        Records read before the node joined go into the log right after its
+        C{U} entry, before anything its users send.
+        """
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.directory import MemoryDirectory
+        from netservices.chat.protocol import ServerInfo
+        from netservices.chat.service import ChatService
+        from netservices.chat.store import ChannelRecord
+
+        log = FakeClusterLog()
+        service = ChatService("irc.test", log.clock, ChatLimits(), MemoryDirectory())
+        replica = ClusterFactory(
+            service, ServerInfo(name="irc.test"), log.clock, nodeName="n1"
+        ).replica
+        record = ChannelRecord("#reg", "alice")
+        replica.recordsRead([record])
+        self.assertEqual(log.entries, [])
+        log.attach(replica)
+        self.assertEqual([data[:1] for _, data in log.entries], [b"U", b"X"])
+        log.deliver()
+        self.assertEqual(service.directory.channels, {"#reg": record})
+
 
 class ShadowTests(ClusterTestCase):
     """
