@@ -175,7 +175,14 @@ class StoreDirectory(MemoryDirectory, service.Service):
         def failed(failure) -> None:
             # A refresh still reading when the server stops finds the
             # store closed: nothing to report.
-            if self.running:
+            from netservices.chat.store import StoreError
+
+            if not self.running:
+                return
+            if failure.check(StoreError):
+                # Unreachable or refusing: one line says it (and why).
+                log.warn("cannot read the chat store: {error}", error=failure.getErrorMessage())
+            else:
                 log.failure("cannot read the chat store", failure)
 
         done.addErrback(failed)

@@ -70,9 +70,13 @@ def parseRedisURL(url: str) -> RedisAddress:
     if parsed.username or parsed.password or parsed.query or parsed.fragment:
         raise ValueError(f"only redis://HOST:PORT/DB is supported: {url!r}")
     try:
-        port = parsed.port or 6379
+        port = parsed.port
     except ValueError:
         raise ValueError(f"bad port in {url!r}") from None
+    if port == 0:
+        raise ValueError(f"bad port in {url!r}")
+    if port is None:
+        port = 6379
     if not parsed.hostname:
         raise ValueError(f"no host in {url!r}")
     path = parsed.path.strip("/")
@@ -220,13 +224,20 @@ class RedisLog(Service):
 
     def _connectFailed(self, failure: Failure) -> None:
         self._failures += 1
-        if self._failures == 1 or self._failures % 30 == 0:
-            error = failure.getErrorMessage()
-            self.logger.warn(
-                "cluster: cannot reach {redis}: {error}; retrying",
-                redis=str(self.address), error=error,
-            )
+        self._warnRarely("cannot reach {redis}", failure)
         self._scheduleRetry()
+
+    def _warnRarely(self, what: str, failure: Failure) -> None:
+        """
+        Log why connecting failed, the first time and every 30th after: a
+        node retries every 2 s for as long as Redis is away.
+        """
+        if self._failures == 1 or self._failures % 30 == 0:
+            self.logger.warn(
+                "cluster: " + what + ": {error}; retrying (failure {failures})",
+                redis=str(self.address), error=failure.getErrorMessage(),
+                failures=self._failures,
+            )
 
     def _scheduleRetry(self) -> None:
         if self._retry is None and self.running:
@@ -365,11 +376,8 @@ class RedisLog(Service):
 
         def failed(failure: Failure) -> None:
             if self._opening is protocols:
-                self.logger.warn(
-                    "cluster: setting up the Redis connections failed: {error}",
-                    error=failure.getErrorMessage(),
-                )
                 self._lost(writer)
+                self._warnRarely("setting up the connections to {redis} failed", failure)
 
         setUp.addCallbacks(ready, failed)
 

@@ -699,6 +699,30 @@ class PersistentHistoryTests(SynchronousTestCase):
         self.assertEqual(read, [[ChannelRecord("#Reg", "alice")]])
         self.assertEqual(directory.channels, {})
 
+    def test_storeUnreachable(self) -> None:
+        """
+        A store that cannot be read (a L{StoreError}: unreachable,
+        refusing) is one warning line, not a traceback, and the directory
+        keeps what it had.
+        """
+        from twisted.internet.defer import fail
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from netservices.chat.store import StoreError
+
+        class FakeStore:
+            def listAccounts(self):
+                return fail(StoreError("chat store in Redis at redis://h:1/0: refused"))
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        directory = StoreDirectory(FakeStore(), Clock())
+        directory.startService()
+        self.addCleanup(directory._refresher.stop)
+        [warning] = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(warning["error"], "chat store in Redis at redis://h:1/0: refused")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_storeWrites(self) -> None:
         """
         L{StoreDirectory} writes history in one batch per interval, at most

@@ -92,6 +92,7 @@ class OptionsTests(SynchronousTestCase):
         for argv, message in [
             (["--cluster", "http://h:1/0", "--node-name", "n"], "not a redis:// URL"),
             (["--cluster", "redis://h:99999/0", "--node-name", "n"], "bad port"),
+            (["--cluster", "redis://h:0/0", "--node-name", "n"], "bad port"),
             (["--cluster", "redis://h:1/x", "--node-name", "n"], "must be a number"),
             (["--cluster", "redis://u:p@h:1/0", "--node-name", "n"], "only redis://HOST:PORT/DB"),
             (["--cluster", "redis:///0", "--node-name", "n"], "no host"),
