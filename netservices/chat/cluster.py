@@ -258,13 +258,20 @@ class ClusterConnection(ChatConnection):
         while True:
             while self._published < len(pipeline):
                 entry = pipeline[self._published]
-                if not entry[0] or self._authenticating:
+                if not entry[0] or self._authenticating or self._registering:
+                    break
+                if self._published and not self.user.registered:
+                    # Until registered, one line at a time: the line that
+                    # completes registration must have its R entry in the
+                    # log before the next line (a JOIN sent with NICK and
+                    # USER must find the user registered everywhere).
                     break
                 self._published += 1
                 self._publishLine(entry)
             if self._published or not pipeline:
                 break
-            if self._authenticating or self._closingSince is not None:
+            if pipeline[0][0] or self._authenticating or self._closingSince is not None:
+                # A replicated line not published yet, or a login pending.
                 break
             line = pipeline.popleft()[1]
             ChatConnection._handleLine(self, line)
@@ -334,6 +341,7 @@ class ClusterConnection(ChatConnection):
             def refused() -> None:
                 self._registering = False
                 self._unavailable("USER")
+                self._pump()
 
             self._publish(b"R", refused=refused)
 
@@ -343,6 +351,7 @@ class ClusterConnection(ChatConnection):
         """
         self._registering = False
         ChatConnection.completeRegistration(self)
+        self._pump()
 
     def completeLogin(self, account: str, how: str) -> None:
         # Held until the login is in the log: what the user sends next
@@ -738,14 +747,7 @@ class ClusterReplica:
         Drop this node's own users (the cluster no longer has them) and
         join again as a new instance.
         """
-        self.available = False
-        for connection in list(self.factory.connections):
-            connection.drop(reason)
-        own = self.instance + "."
-        for uid in [uid for uid in self.connections if uid.startswith(own)]:
-            self.service.quit(self.connections.pop(uid).user, reason)
-        self._quits.clear()
-        self.newInstance()
+        self._dropUsers(reason, everybody=False)
         if self.log is not None:
             self.log.announce(self)
 
@@ -754,14 +756,23 @@ class ClusterReplica:
         Forget the whole cluster state (the log lost it): every user quits
         here, this node's are disconnected.
         """
+        self._dropUsers("The cluster lost its state; please reconnect", everybody=True)
+        self.nodes.clear()
+        self.lastId = "0-0"
+
+    def _dropUsers(self, reason: str, everybody: bool) -> None:
+        """
+        Close this node's connections and remove their users (with
+        C{everybody}, every other user too), then take a new instance:
+        until it joins again, this node takes no replicated commands.
+        """
         self.available = False
         for connection in list(self.factory.connections):
-            connection.drop("The cluster lost its state; please reconnect")
-        for uid in list(self.connections):
-            self.service.quit(self.connections.pop(uid).user, "Cluster reset")
-        self.nodes.clear()
+            connection.drop(reason)
+        own = self.instance + "."
+        for uid in [uid for uid in self.connections if everybody or uid.startswith(own)]:
+            self.service.quit(self.connections.pop(uid).user, reason)
         self._quits.clear()
-        self.lastId = "0-0"
         self.newInstance()
 
     # Snapshots
@@ -822,8 +833,11 @@ class ClusterReplica:
         service, factory = self.service, self.factory
         records = [_channelRecord(saved) for saved in state["records"]]
         service.directory.channels = {foldCase(record.name): record for record in records}
-        for uid in list(self.connections):
-            service.quit(self.connections.pop(uid).user, "Cluster reset")
+        # The users of other nodes come from the snapshot; this node's own
+        # (connected before it joined, not in the log yet) stay.
+        for uid, connection in list(self.connections.items()):
+            if isinstance(connection, ShadowConnection):
+                service.quit(self.connections.pop(uid).user, "Cluster reset")
         for saved in state["users"]:
             shadow = ShadowConnection.of(factory, saved["uid"], saved["host"], saved["secure"])
             user = shadow.user

@@ -150,6 +150,22 @@ class ReplicationTests(ClusterTestCase):
         carol.send("JOIN #secret sesame")
         self.assertEqual(carol.received(), [":irc.test 474 carol #secret :Cannot join channel (+b)"])
 
+    def test_registerAndJoinAtOnce(self) -> None:
+        """
+        NICK, USER, CAP and JOIN in one read (as bots send them): the JOIN
+        finds the user registered on every node, and the CAP is applied
+        everywhere, not only on the user's node.
+        """
+        carol = self.nodes[0].connect()
+        carol.send("NICK carol", "USER carol 0 * :Carol", "CAP REQ :message-tags", "JOIN #a")
+        lines = carol.received()
+        self.assertEqual(lines[0].split()[1], "001")
+        self.assertIn(":carol!~carol@192.0.2.1 JOIN :#a", lines)
+        self.assertNotIn("451", " ".join(line.split()[1] for line in lines))
+        for node in self.nodes:
+            user = node.service.findUser("carol")
+            self.assertEqual((list(user.channels), user.caps), (["#a"], {"message-tags"}))
+
     def test_orderKept(self) -> None:
         """
         A command answered on the user's node alone (NAMES) waits for the
@@ -310,6 +326,35 @@ class NodeTests(ClusterTestCase):
         carol.received()
         self.assertEqual(replica.snapshot(), self.nodes[0].factory.replica.snapshot())
         self.assertEqual(replica.snapshot(), self.nodes[1].factory.replica.snapshot())
+
+    def test_connectedBeforeJoining(self) -> None:
+        """
+        A client that connected to a node before it joined (while it loads
+        the snapshot) keeps its connection and registers once the node has
+        joined.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from netservices.chat.cluster import ClusterFactory
+        from netservices.chat.protocol import ServerInfo
+        from netservices.chat.service import ChatService
+
+        alice, bob = self.pair()
+        state = json.loads(json.dumps(self.nodes[0].factory.replica.snapshot()))
+        service = ChatService("irc.test", self.log.clock, ChatLimits())
+        factory = ClusterFactory(service, ServerInfo(name="irc.test"), self.log.clock, nodeName="n3")
+        transport = StringTransport()
+        early = factory.buildProtocol(None)
+        early.makeConnection(transport)
+        factory.replica.load(state)
+        factory.replica.log = self.log
+        self.log._positions[factory.replica] = len(self.log.entries)
+        self.log.announce(factory.replica)
+        early.dataReceived(b"NICK carol\r\nUSER carol 0 * :Carol\r\nJOIN #room\r\n")
+        self.log.clock.advance(0)
+        self.assertIn(b" 001 carol ", transport.value())
+        self.assertIn(b":irc.test 353 carol = #room :@alice bob carol", transport.value())
+        self.assertIn(":carol!~carol@", alice.received()[0])
 
     def _lateNode(self, state):
         """
