@@ -1519,9 +1519,7 @@ class FakeClusterLog:
         """
         Append C{replica}'s C{U} entry (what L{RedisLog.announce} does).
         """
-        from netservices.chat.cluster import Entry
-
-        self.append(Entry(b"U", replica.instance, self.clock.seconds(), replica.announcement()).encode())
+        replica.publish(b"U", replica.instance, replica.announcement())
         self.deliver()
 
     def append(self, data: bytes) -> Deferred:

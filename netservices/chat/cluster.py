@@ -59,7 +59,7 @@ from netservices.chat.directory import MemoryDirectory
 from netservices.chat.ircv3 import History, MessageIds, Relayed
 from netservices.chat.protocol import ChatConnection, ChatFactory
 from netservices.chat.service import Channel, ChatError
-from netservices.chat.store import ChannelRecord
+from netservices.chat.store import channelRecordFromFields
 from netservices.chat.wire import TOO_LONG, Message, foldCase, maskPattern, parseLine
 
 #: The version of L{ClusterReplica.snapshot}'s format.
@@ -223,17 +223,26 @@ class ClusterConnection(ChatConnection):
         return self.factory.replica
 
     def connectionMade(self) -> None:
-        self.uid = self.replica.newUid()
-        # Entries: [replicated, line, sequence number once published].
-        self._pipeline: deque[list] = deque()
-        self._published = 0
-        self._seq = 0
-        self._announced = self._registering = self._paused = self._dropped = False
-        # Whether its C entry was applied: until then the others do not
-        # have it, nor does a snapshot.
-        self.inLog = False
+        self._joinCluster(self.replica.newUid(), inLog=False)
         super().connectionMade()
         self.replica.connections[self.uid] = self
+
+    def _joinCluster(self, uid: str, inLog: bool) -> None:
+        """
+        Set up what a connection holds as a user of the cluster.
+
+        @param inLog: whether its C entry is in the log already (a user of
+            another node).
+        """
+        self.uid = uid
+        # Entries: [replicated, line, sequence number once published].
+        self._pipeline: deque[list] = deque()
+        self._published = self._seq = 0
+        self._registering = self._paused = self._dropped = False
+        self._announced = inLog
+        # Whether its C entry was applied: until then the others do not
+        # have it, nor does a snapshot.
+        self.inLog = inLog
 
     # Input
 
@@ -441,12 +450,8 @@ class ShadowConnection(ClusterConnection):
     def of(cls, factory: ClusterFactory, uid: str, host: str, secure: bool) -> ShadowConnection:
         shadow = cls()
         shadow.factory = factory
-        shadow.uid = uid
+        shadow._joinCluster(uid, inLog=True)
         shadow.begin(host, secure)
-        shadow._pipeline = deque()
-        shadow._published = shadow._seq = 0
-        shadow._announced = shadow.inLog = True
-        shadow._registering = shadow._paused = shadow._dropped = False
         return shadow
 
     def deliver(self, line: bytes) -> None:
@@ -664,7 +669,7 @@ class ClusterReplica:
         self.publish(b"X", self.instance, payload).addErrback(lambda failure: None)
 
     def _records(self, entry: Entry) -> None:
-        records = [_channelRecord(saved) for saved in json.loads(entry.payload)]
+        records = [channelRecordFromFields(saved) for saved in json.loads(entry.payload)]
         self.service.directory.channels = {foldCase(record.name): record for record in records}
 
     def whenReadyToJoin(self) -> Deferred:
@@ -831,7 +836,7 @@ class ClusterReplica:
         if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown snapshot version {state.get('version')!r}")
         service, factory = self.service, self.factory
-        records = [_channelRecord(saved) for saved in state["records"]]
+        records = [channelRecordFromFields(saved) for saved in state["records"]]
         service.directory.channels = {foldCase(record.name): record for record in records}
         # The users of other nodes come from the snapshot; this node's own
         # (connected before it joined, not in the log yet) stay.
@@ -918,15 +923,6 @@ def settingsDigest(service, accounts) -> str:
         accounts.register is not None,
     ))
     return hashlib.sha256(shared.encode("utf-8")).hexdigest()[:12]
-
-
-def _channelRecord(saved: dict) -> ChannelRecord:
-    """
-    @return: a registered channel's record from its JSON form.
-    """
-    return ChannelRecord(**{
-        **saved, "bans": tuple(saved["bans"]), "operators": tuple(saved["operators"])
-    })
 
 
 class ClusterFactory(ChatFactory):

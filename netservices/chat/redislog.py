@@ -179,7 +179,9 @@ class RedisLog(Service):
         replica = self.replica
         done = writer.execute(
             "XADD", self.key("log"), "*", "o",
-            _entry(b"D", replica.instance, self.reactor.seconds(), replica.nodeName),
+            Entry(
+                b"D", replica.instance, self.reactor.seconds(), replica.nodeName.encode("utf-8")
+            ).encode(),
         )
         done.addBoth(lambda _: writer.execute("DEL", self.key("node:" + replica.nodeName)))
         done.addBoth(lambda _: writer.transport.loseConnection())
@@ -411,12 +413,15 @@ class RedisLog(Service):
     def announce(self, replica: ClusterReplica | None = None) -> None:
         """
         Claim this node's name and append its C{U} entry, once the replica
-        is ready to join: the node (this log's replica) takes commands once
-        that entry is applied.
-        """
-        self.replica.whenReadyToJoin().addCallback(lambda _: self._claim(replica))
+        is ready to join: the node takes commands once that entry is
+        applied.
 
-    def _claim(self, replica: ClusterReplica | None) -> None:
+        @param replica: this log's replica (the argument the replica gives,
+            as to any log; a log in Redis has only one).
+        """
+        self.replica.whenReadyToJoin().addCallback(lambda _: self._claim())
+
+    def _claim(self) -> None:
         writer = self.writer
         if writer is None:
             return
@@ -440,7 +445,7 @@ class RedisLog(Service):
                     )
                 if self._announcing is None or not self._announcing.active():
                     self._announcing = self.reactor.callLater(
-                        self.interval, self.announce, replica
+                        self.interval, self.announce
                     )
                 return None
             self._announceAttempts = 0
@@ -448,9 +453,7 @@ class RedisLog(Service):
             return writer.execute(
                 "SET", self.key("node:" + replica.nodeName), instance,
                 "PX", int(self.timeout * 1000),
-            ).addCallback(lambda _: self.append(
-                Entry(b"U", instance, self.reactor.seconds(), replica.announcement()).encode()
-            ))
+            ).addCallback(lambda _: replica.publish(b"U", instance, replica.announcement()))
 
         def failed(failure: Failure) -> None:
             # Lost the connection: joining starts again once connected.
@@ -462,7 +465,7 @@ class RedisLog(Service):
                 "cluster: joining failed: {error}; retrying", error=failure.getErrorMessage()
             )
             if self._announcing is None or not self._announcing.active():
-                self._announcing = self.reactor.callLater(self.interval, self.announce, replica)
+                self._announcing = self.reactor.callLater(self.interval, self.announce)
 
         claim.addCallback(claimed)
         claim.addErrback(failed)
@@ -557,7 +560,7 @@ class RedisLog(Service):
             self.logger.warn(
                 "cluster: node {node} stopped heartbeating; its users quit", node=name,
             )
-            self.append(_entry(b"D", instance, self.reactor.seconds(), name)).addErrback(
+            self.replica.publish(b"D", instance, name.encode("utf-8")).addErrback(
                 lambda failure, key=(name, instance): self._deathsPublished.discard(key)
             )
 
@@ -571,7 +574,3 @@ if ARGV[3] ~= '' then
 end
 return 1
 """
-
-
-def _entry(kind: bytes, uid: str, time: float, name: str) -> bytes:
-    return Entry(kind, uid, time, name.encode("utf-8")).encode()

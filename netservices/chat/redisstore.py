@@ -68,6 +68,7 @@ from netservices.chat.store import (
     _checkRecord,
     _checkSetting,
     checkAccountName,
+    channelRecordFromFields,
     checkChannelName,
     normalizeFingerprint,
 )
@@ -138,10 +139,7 @@ def _dumpChannel(record: ChannelRecord) -> str:
 
 
 def _loadChannel(text: str) -> ChannelRecord:
-    fields = json.loads(text)
-    return ChannelRecord(
-        **{**fields, "bans": tuple(fields["bans"]), "operators": tuple(fields["operators"])}
-    )
+    return channelRecordFromFields(json.loads(text))
 
 
 def _dumpEntry(entry: HistoryEntry) -> str:

@@ -167,6 +167,16 @@ class ChannelRecord:
     operators: tuple[str, ...] = ()
 
 
+def channelRecordFromFields(fields: dict) -> ChannelRecord:
+    """
+    @return: a registered channel's record from its fields as JSON gives
+        them back (C{attrs.asdict} of a record, with lists for tuples).
+    """
+    return ChannelRecord(
+        **{**fields, "bans": tuple(fields["bans"]), "operators": tuple(fields["operators"])}
+    )
+
+
 @attrs.frozen
 class HistoryEntry:
     """
