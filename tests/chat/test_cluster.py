@@ -166,6 +166,18 @@ class ReplicationTests(ClusterTestCase):
             user = node.service.findUser("carol")
             self.assertEqual((list(user.channels), user.caps), (["#a"], {"message-tags"}))
 
+    def test_badLinesStayLocal(self) -> None:
+        """
+        An over-long line and a line with NUL are answered (or refused) by
+        the user's node alone: nothing goes into the log.
+        """
+        alice = self.nodes[0].user("alice")
+        entries = len(self.log.entries)
+        alice.send(b"PRIVMSG #a :" + b"x" * 600, b"JOIN #a\0b")
+        self.assertEqual(alice.received(), [":irc.test 417 alice :Input line was too long"])
+        self.assertEqual(len(self.log.entries), entries)
+        self.assertFalse(alice.closed)
+
     def test_orderKept(self) -> None:
         """
         A command answered on the user's node alone (NAMES) waits for the
